@@ -1,0 +1,194 @@
+"""Plotly figures of a Comparison. Each function returns one titled figure with labelled axes;
+an arm keeps its colour in every figure."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from . import stats
+from .compare import Comparison
+
+MIB = 2**20
+TEMPLATE = "plotly_white"
+
+
+def _colors(labels) -> dict[str, str]:
+    palette = qualitative.D3 + qualitative.Set2
+    return {a: palette[i % len(palette)] for i, a in enumerate(labels)}
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _text(values, fmt: str) -> list[str]:
+    """Bar labels; a missing figure (an arm with no completed run) gets none rather than 'nan'."""
+    return [format(v, fmt) if np.isfinite(v) else "" for v in values]
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str, **kw) -> go.Figure:
+    layout = dict(title=title, template=TEMPLATE, height=440, margin=dict(t=80, l=70, r=20, b=60),
+                  legend=dict(font=dict(size=11)))
+    fig.update_layout(**(layout | kw))
+    fig.update_xaxes(title_text=x)
+    fig.update_yaxes(title_text=y)
+    return fig
+
+
+def _curves(c: Comparison, x: str) -> go.Figure:
+    """Seed-mean val loss per arm with a min-max band over seeds, against `x` (tokens or wall time)."""
+    colors, fig = _colors(c.arms.arm), go.Figure()
+    val = c.metrics[c.metrics.val_loss.notna() & (c.metrics.step > 0)]
+    done = set(c.runs.run_id[c.runs.status == "completed"])
+    for arm in c.arms.arm:
+        m = val[(val.arm == arm) & val.run_id.isin(done)]
+        if m.empty:
+            continue
+        g = m.groupby("step").agg(x=(x, "mean"), mean=("val_loss", "mean"), lo=("val_loss", "min"),
+                                  hi=("val_loss", "max"), n=("val_loss", "size"))
+        col = colors[arm]
+        fig.add_trace(go.Scatter(x=np.r_[g.x, g.x[::-1]], y=np.r_[g.hi, g.lo[::-1]], fill="toself",
+                                 mode="lines", fillcolor=_rgba(col, 0.18), line=dict(width=0),
+                                 hoverinfo="skip", legendgroup=arm, showlegend=False))
+        fig.add_trace(go.Scatter(x=g.x, y=g["mean"], name=arm, legendgroup=arm, line=dict(color=col),
+                                 customdata=g.n, hovertemplate="%{y:.4f} (%{customdata} seeds)"))
+    for r in c.runs[c.runs.status == "diverged"].itertuples():
+        m = val[val.run_id == r.run_id]
+        fig.add_trace(go.Scatter(x=m[x], y=m.val_loss, name=f"{r.arm} s{r.seed} diverged",
+                                 legendgroup=r.arm, mode="lines+markers",
+                                 line=dict(color=colors[r.arm], dash="dot", width=1),
+                                 marker=dict(symbol="x", size=7)))
+    return fig
+
+
+def loss_vs_tokens(c: Comparison) -> go.Figure:
+    fig = _curves(c, "tokens")
+    fig.update_xaxes(type="log")
+    return _layout(fig, "Validation loss vs tokens (mean over seeds, band: min-max)",
+                   "tokens (log scale)", "validation loss")
+
+
+def loss_vs_time(c: Comparison) -> go.Figure:
+    return _layout(_curves(c, "wall_time_s"), "Validation loss vs wall-clock time (mean over seeds, band: min-max)",
+                   "wall-clock seconds (as logged)", "validation loss")
+
+
+def difference(c: Comparison) -> go.Figure:
+    """Forest plot of the paired difference to the baseline, with its interval and the detectable effect."""
+    a = c.arms[c.arms.delta.notna()]
+    colors, fig = _colors(c.arms.arm), go.Figure()
+    for r in a.itertuples():
+        fig.add_trace(go.Scatter(
+            x=[r.delta], y=[r.arm], mode="markers", name=r.arm, marker=dict(size=11, color=colors[r.arm]),
+            error_x=dict(type="data", symmetric=False, array=[r.delta_hi - r.delta],
+                         arrayminus=[r.delta - r.delta_lo]),
+            hovertemplate=f"{r.verdict}<br>delta %{{x:.4f}} [{r.delta_lo:.4f}, {r.delta_hi:.4f}]"
+                          f"<br>MDE {r.mde:.4f}<extra>{r.arm}</extra>"))
+    fig.add_vline(x=0, line=dict(color="black", dash="dash"))
+    return _layout(fig, "Final val loss minus baseline, paired by seed (95% bootstrap CI; left = better)",
+                   "loss difference (nats)", "", showlegend=False, height=max(260, 120 + 50 * len(a)))
+
+
+def memory(c: Comparison) -> go.Figure:
+    a, colors = c.arms, _colors(c.arms.arm)
+    kind = ", ".join(sorted({k for k in a.peak_mem_kind if k})) or "unknown"
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "optimizer state (exact bytes, per rank)", f"peak memory per rank ({kind})"))
+    for col, field in ((1, "opt_state_bytes"), (2, "peak_mem_bytes")):
+        fig.add_trace(go.Bar(x=a.arm, y=a[field] / MIB, marker_color=[colors[x] for x in a.arm],
+                             text=_text(a[field] / MIB, ".1f"), textposition="outside",
+                             hovertemplate="%{y:.2f} MiB<extra>%{x}</extra>"), row=1, col=col)
+    if a.cuda_max_reserved_bytes.notna().any():  # the allocator's reserve: peak plus fragmentation
+        fig.add_trace(go.Bar(x=a.arm, y=a.cuda_max_reserved_bytes / MIB, name="CUDA max reserved",
+                             marker_color="#c7c7c7", text=_text(a.cuda_max_reserved_bytes / MIB, ".1f"),
+                             textposition="outside"), row=1, col=2)
+    fig = _layout(fig, "Memory: optimizer state vs peak", "", "MiB", barmode="group")
+    fig.update_traces(showlegend=False, selector=dict(name=None))
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def throughput(c: Comparison) -> go.Figure:
+    a, colors = c.arms, _colors(c.arms.arm)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("tokens per second", "seconds per step"))
+    mfu = ["MFU " + m if m else "" for m in _text(a.mfu, ".1%")]
+    fig.add_trace(go.Bar(x=a.arm, y=a.tokens_per_s, marker_color=[colors[x] for x in a.arm],
+                         text=[f"{t} {m}".strip() for t, m in zip(_text(a.tokens_per_s, ",.0f"), mfu)],
+                         textposition="outside", showlegend=False), row=1, col=1)
+    for field, name, color in (("time_fwd_bwd_s", "forward + backward", "#7f7f7f"),
+                               ("time_opt_s", "optimizer step", "#d62728")):
+        fig.add_trace(go.Bar(x=a.arm, y=a[field], name=name, marker_color=color,
+                             hovertemplate="%{y:.4f} s<extra>" + name + "</extra>"), row=1, col=2)
+    fig = _layout(fig, "Throughput and step-time split (mean over completed seeds)", "", "", barmode="stack")
+    fig.update_yaxes(title_text="tokens/s", row=1, col=1)
+    fig.update_yaxes(title_text="seconds", row=1, col=2)
+    return fig
+
+
+def pareto(c: Comparison) -> go.Figure:
+    """Final loss against optimizer-state memory; the front joins the arms no other arm beats on both."""
+    a = c.arms[c.arms.loss_mean.notna()].sort_values(["opt_state_bytes", "loss_mean"])
+    colors, fig = _colors(c.arms.arm), go.Figure()
+    front = a[a.loss_mean <= a.loss_mean.cummin()]
+    fig.add_trace(go.Scatter(x=front.opt_state_bytes / MIB, y=front.loss_mean, mode="lines",
+                             line=dict(color="#999", dash="dash", shape="hv"), name="Pareto front"))
+    for r in a.itertuples():
+        err = dict(type="data", symmetric=False, array=[r.loss_hi - r.loss_mean],
+                   arrayminus=[r.loss_mean - r.loss_lo]) if np.isfinite(r.loss_lo) else None
+        fig.add_trace(go.Scatter(
+            x=[r.opt_state_bytes / MIB], y=[r.loss_mean], mode="markers+text", name=r.arm, text=[r.arm],
+            textposition="top center", error_y=err, marker=dict(size=12, color=colors[r.arm]),
+            hovertemplate=f"state %{{x:.2f}} MiB<br>peak {r.peak_mem_bytes / MIB:.1f} MiB"
+                          f"<br>loss %{{y:.4f}}<extra>{r.arm}</extra>"))
+    fig.update_xaxes(range=[0, 1.15 * a.opt_state_bytes.max() / MIB])  # room for the labels
+    return _layout(fig, "Final val loss vs optimizer-state memory (95% CI; lower left is better)",
+                   "optimizer state per rank (MiB)", "final validation loss")
+
+
+def tuning_curves(c: Comparison) -> go.Figure:
+    t = c.tuning
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("against trials", "against device-seconds"))
+    colors = _colors(t.study.unique())
+    for study, g in t.groupby("study", sort=False):
+        best = stats.best_so_far(g.value)  # a failed trial keeps the previous best
+        for col, x in ((1, g.number + 1), (2, g.device_seconds.cumsum())):
+            fig.add_trace(go.Scatter(x=x, y=best, name=study, legendgroup=study, showlegend=col == 1,
+                                     mode="lines+markers", line=dict(shape="hv", color=colors[study])),
+                          row=1, col=col)
+    fig = _layout(fig, "Tuning curve: best final val loss so far", "", "best val loss so far")
+    fig.update_xaxes(title_text="trials", row=1, col=1)
+    fig.update_xaxes(title_text="device-seconds spent", row=1, col=2)
+    return fig
+
+
+def lr_sensitivity(c: Comparison) -> go.Figure:
+    """Loss against lr per study; diverged trials as crosses on the top edge; shaded: the stable band."""
+    t, s = c.tuning, c.tuning_summary
+    colors, fig = _colors(t.study.unique()), go.Figure()
+    top = t.value.max() + 0.05 * (t.value.max() - t.value.min() or 1.0)
+    for study, g in t.sort_values("lr").groupby("study", sort=False):
+        ok, col = g[g.value.notna()], colors[study]
+        fig.add_trace(go.Scatter(x=ok.lr, y=ok.value, name=study, legendgroup=study,
+                                 mode="lines+markers", line=dict(color=col)))
+        bad = g[g.status == "diverged"]
+        fig.add_trace(go.Scatter(x=bad.lr, y=[top] * len(bad), name=f"{study} diverged", legendgroup=study,
+                                 mode="markers", marker=dict(symbol="x", size=10, color=col)))
+        band = s[s.study == study].iloc[0]
+        if np.isfinite(band.stable_lo):
+            fig.add_vrect(x0=band.stable_lo, x1=band.stable_hi, fillcolor=col, opacity=0.1, line_width=0)
+    fig.update_xaxes(type="log")
+    return _layout(fig, "Final val loss vs learning rate (shaded: stable band, no divergence)",
+                   "learning rate (log scale)", "final validation loss")
+
+
+def figures(c: Comparison) -> dict[str, list[go.Figure]]:
+    """Report section id -> its figures, in reading order."""
+    out = {"curves": [loss_vs_tokens(c), loss_vs_time(c)], "statistics": [difference(c)],
+           "cost": [memory(c), throughput(c)], "pareto": [pareto(c)]}
+    if c.tuning is not None:
+        out["tuning"] = [tuning_curves(c), lr_sensitivity(c)]
+    return out

@@ -1,0 +1,31 @@
+"""Named model sizes. GPT-2 sizes follow the published shapes; `nano` is CPU-sized."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .gpt2 import GPT, GPTConfig
+
+PRESETS: dict[str, GPTConfig] = {
+    # ~0.8M parameters with a byte vocabulary: a few ms per step on two CPU cores.
+    "nano": GPTConfig(vocab_size=256, block_size=128, n_layer=4, n_head=4, n_embd=128),
+    "gpt2_small": GPTConfig(n_layer=12, n_head=12, n_embd=768),  # 124M
+    "gpt2_medium": GPTConfig(n_layer=24, n_head=16, n_embd=1024),  # 350M
+    "gpt2_large": GPTConfig(n_layer=36, n_head=20, n_embd=1280),  # 774M
+    "gpt2_xl": GPTConfig(n_layer=48, n_head=25, n_embd=1600),  # 1.5B
+}
+
+
+def model_config(name: str, **overrides) -> GPTConfig:
+    if name not in PRESETS:
+        raise ValueError(
+            f"unknown model {name!r}: choose one of {', '.join(PRESETS)} (suites/model/*.yaml)"
+        )
+    unknown = set(overrides) - set(GPTConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"model {name!r}: unknown field(s) {sorted(unknown)}")
+    return replace(PRESETS[name], **overrides)
+
+
+def build_model(name: str, **overrides) -> GPT:
+    return GPT(model_config(name, **overrides))

@@ -1,0 +1,17 @@
+"""Optimizers for the comparison: `build(name, model, **hparams)` and the registry behind it.
+
+Each built-in module registers itself on import; a user's own optimizer joins with
+`register(OptimizerSpec(...))` (see README, "Adding an optimizer").
+"""
+
+from .registry import (
+    OptimizerSpec, build, names, predict_state_bytes, register, resolve_hparams, spec, state_bytes,
+)
+
+# Built-ins, in the order suites list them.
+from . import adamw  # noqa: E402,F401
+
+__all__ = [
+    "OptimizerSpec", "build", "names", "predict_state_bytes", "register", "resolve_hparams",
+    "spec", "state_bytes",
+]

@@ -1,0 +1,24 @@
+"""Which parameters get weight decay.
+
+nanoGPT's rule, used by every optimizer here except Adam-mini (which follows its reference):
+tensors with two or more dimensions (matmul weights and embeddings) decay, biases and norm
+weights do not.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def trainable(model: nn.Module) -> list:
+    return [p for p in model.parameters() if p.requires_grad]

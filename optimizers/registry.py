@@ -1,0 +1,105 @@
+"""The optimizer registry: a name -> how to build it, its defaults, and its predicted state size.
+
+Users register their own optimizer with `register(...)`; suites then name it like a built-in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str
+    # build(model, **hparams) -> Optimizer; hparams are the defaults overlaid with the user's.
+    build: Callable[..., torch.optim.Optimizer]
+    # predict_state_bytes(model, **hparams) -> int, from shapes alone (no step taken).
+    predict_state_bytes: Callable[..., int]
+    # Every option the optimizer accepts, with its default; anything else is rejected.
+    defaults: dict[str, Any] = field(default_factory=dict)
+    # Options derived from the run's budget (e.g. AdEMAMix's warmups), filled in by the runner.
+    budget_options: tuple[str, ...] = ()
+
+
+_REGISTRY: dict[str, OptimizerSpec] = {}
+
+
+def register(spec: OptimizerSpec) -> OptimizerSpec:
+    if "lr" not in spec.defaults:
+        raise ValueError(f"optimizer {spec.name!r}: defaults must include lr")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def spec(name: str) -> OptimizerSpec:
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"unknown optimizer {name!r}: choose one of {', '.join(_REGISTRY)}"
+            " or register your own with optimizers.register()"
+        )
+    return _REGISTRY[name]
+
+
+def resolve_hparams(name: str, **hparams) -> dict[str, Any]:
+    """The defaults overlaid with `hparams`, after rejecting options the optimizer does not know."""
+    s = spec(name)
+    unknown = sorted(set(hparams) - set(s.defaults))
+    if unknown:
+        raise ValueError(
+            f"optimizer {name!r}: unknown option(s) {unknown}; it accepts {sorted(s.defaults)}"
+        )
+    merged = {**s.defaults, **hparams}
+    if "betas" in merged and merged["betas"] is not None:
+        merged["betas"] = tuple(merged["betas"])
+    return merged
+
+
+def build(name: str, model: nn.Module, **hparams) -> torch.optim.Optimizer:
+    return spec(name).build(model, **resolve_hparams(name, **hparams))
+
+
+def predict_state_bytes(name: str, model: nn.Module, **hparams) -> int:
+    return spec(name).predict_state_bytes(model, **resolve_hparams(name, **hparams))
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def state_bytes(opt: torch.optim.Optimizer) -> int:
+    """Bytes of every tensor the optimizer holds in its state, on this rank."""
+    total = 0
+    for per_param in opt.state.values():
+        for value in per_param.values():
+            if isinstance(value, torch.Tensor):
+                local = _local(value)
+                total += local.numel() * local.element_size()
+    return total
+
+
+def check_range(opt: str, param: str, value: float, lo: float, hi: float, hi_open: bool = True):
+    """Raise a ValueError naming the optimizer and the parameter when value is outside [lo, hi)."""
+    ok = lo <= value < hi if hi_open else lo <= value <= hi
+    if not (ok and math.isfinite(value)):
+        bracket = ")" if hi_open else "]"
+        raise ValueError(f"optimizer {opt!r}: {param}={value!r} is outside [{lo}, {hi}{bracket}")
+
+
+def check_common(opt: str, lr: float, weight_decay: float = 0.0, betas=(), eps=None) -> None:
+    check_range(opt, "lr", lr, 0.0, math.inf)
+    check_range(opt, "weight_decay", weight_decay, 0.0, math.inf)
+    for i, beta in enumerate(betas):
+        if beta is not None:
+            check_range(opt, f"betas[{i}]", beta, 0.0, 1.0)
+    for e in eps if isinstance(eps, (tuple, list)) else [eps]:
+        if e is not None:
+            check_range(opt, "eps", e, 0.0, math.inf)

@@ -1,0 +1,168 @@
+"""A run's config: resolve the derived values and check everything before anything runs.
+
+`resolve_run(raw)` turns a composed Hydra config (as a plain dict) into the fully resolved config
+that a run records: model fields from the preset, optimizer defaults merged in, the budget in
+both tokens and steps, the warmup in steps, and budget-coupled optimizer options filled in.
+Every problem found is reported at once, each as one line that names the field and the fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from typing import Any
+
+import optimizers
+from models import model_config
+from runners.data import DataError, open_data
+
+SCHEDULES = ("cosine", "constant", "wsd")
+# Keys that change how a run executes but not what it computes: they stay out of the run_id.
+RUNTIME_SECTION = "train"
+
+
+class ConfigError(ValueError):
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+def _positive_int(errors: list[str], section: dict, key: str, where: str, allow_none=False) -> None:
+    value = section.get(key)
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        errors.append(f"{where}.{key}={value!r} must be a positive integer")
+
+
+def _budget_steps(errors: list[str], budget: dict, tokens_per_step: int) -> int | None:
+    tokens, steps = budget.get("tokens"), budget.get("steps")
+    if tokens is not None and steps is not None and tokens == steps * tokens_per_step:
+        return steps  # an already resolved budget
+    if tokens is not None and steps is not None:
+        errors.append(f"budget: tokens={tokens} and steps={steps} are both set: keep one")
+        return None
+    if tokens is None and steps is None:
+        errors.append("budget: set budget.tokens or budget.steps")
+        return None
+    key, value = ("tokens", tokens) if tokens is not None else ("steps", steps)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        errors.append(f"budget.{key}={value!r} must be a positive number")
+        return None
+    n = int(value // tokens_per_step) if key == "tokens" else int(value)
+    if n < 1:
+        errors.append(f"budget.tokens={tokens} is less than one step of {tokens_per_step} tokens "
+                      "(global_batch x seq_len): raise budget.tokens")
+        return None
+    return n
+
+
+def _warmup_steps(errors: list[str], warmup: Any, steps: int) -> int:
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or warmup < 0:
+        errors.append(f"budget.warmup={warmup!r} must be steps (an int >= 0) or a fraction in [0, 1)")
+        return 0
+    if isinstance(warmup, float):
+        if warmup >= 1:
+            errors.append(f"budget.warmup={warmup} as a fraction must be below 1")
+            return 0
+        return int(round(warmup * steps))
+    if warmup >= steps:
+        errors.append(f"budget.warmup={warmup} steps is not shorter than the run ({steps} steps)")
+    return warmup
+
+
+def _miniature(mcfg):
+    """A model of the same family with the same head count, small enough to build in a millisecond."""
+    from dataclasses import replace
+
+    from models import GPT
+
+    return GPT(replace(mcfg, vocab_size=8, block_size=8, n_layer=1, n_embd=2 * mcfg.n_head))
+
+
+def resolve_run(raw: dict, world_size: int = 1, check_data: bool = True) -> dict:
+    """The resolved run config, or ConfigError listing every problem."""
+    cfg = copy.deepcopy(raw)
+    errors: list[str] = []
+    for section in ("model", "optimizer", "data", "budget", "train"):
+        if not isinstance(cfg.get(section), dict):
+            errors.append(f"{section}: missing section (suites/config.yaml's defaults provide it)")
+    if errors:
+        raise ConfigError(errors)
+    model, opt, data, budget, train = (cfg[k] for k in ("model", "optimizer", "data", "budget", "train"))
+    if isinstance(cfg.get("seed"), bool) or not isinstance(cfg.get("seed"), int) or cfg["seed"] < 0:
+        errors.append(f"seed={cfg.get('seed')!r} must be an integer >= 0")
+
+    # model
+    try:
+        mcfg = model_config(model.get("name"), **{k: v for k, v in model.items() if k != "name"})
+        cfg["model"] = {"name": model["name"], **mcfg.__dict__}
+    except (ValueError, TypeError) as e:
+        errors.append(f"model: {e}")
+        mcfg = None
+
+    # budget
+    for key in ("seq_len", "global_batch", "eval_every"):
+        _positive_int(errors, budget, key, "budget")
+    _positive_int(errors, train, "micro_batch", "train", allow_none=True)
+    steps = None
+    if not any(e.startswith(("budget.seq_len", "budget.global_batch")) for e in errors):
+        steps = _budget_steps(errors, budget, budget["global_batch"] * budget["seq_len"])
+        micro = train.get("micro_batch") or budget["global_batch"] // world_size
+        if budget["global_batch"] % (micro * world_size):
+            errors.append(
+                f"budget.global_batch={budget['global_batch']} is not divisible by train.micro_batch="
+                f"{micro} x world size {world_size}: pick a micro_batch that divides "
+                f"{budget['global_batch'] // math.gcd(budget['global_batch'], world_size)}")
+        if mcfg is not None and budget["seq_len"] > mcfg.block_size:
+            errors.append(f"budget.seq_len={budget['seq_len']} exceeds the model's block_size="
+                          f"{mcfg.block_size}: shorten seq_len or set model.block_size")
+    if budget.get("schedule") not in SCHEDULES:
+        errors.append(f"budget.schedule={budget.get('schedule')!r}: choose one of {', '.join(SCHEDULES)}")
+    ratio = budget.get("min_lr_ratio", 0.0)
+    if not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+        errors.append(f"budget.min_lr_ratio={ratio!r} must be in [0, 1]")
+    clip = budget.get("grad_clip")
+    if clip is not None and (not isinstance(clip, (int, float)) or clip <= 0):
+        errors.append(f"budget.grad_clip={clip!r} must be positive, or null for no clipping")
+    if steps is not None:
+        budget["steps"] = steps
+        budget["tokens"] = steps * budget["global_batch"] * budget["seq_len"]
+        budget["warmup_steps"] = _warmup_steps(errors, budget.get("warmup", 0), steps)
+
+    # optimizer
+    try:
+        name = opt.get("name")
+        hparams = {k: v for k, v in opt.items() if k != "name"}
+        spec = optimizers.spec(name)
+        for key in spec.budget_options:
+            if hparams.get(key) is None and steps is not None:
+                hparams[key] = steps
+        cfg["optimizer"] = {"name": name, **optimizers.resolve_hparams(name, **hparams)}
+        if cfg["optimizer"].get("betas") is not None:
+            cfg["optimizer"]["betas"] = list(cfg["optimizer"]["betas"])
+        if mcfg is not None:  # let the optimizer check its values now, on a miniature model
+            spec.build(_miniature(mcfg), **optimizers.resolve_hparams(name, **hparams))
+    except ValueError as e:
+        errors.append(f"optimizer: {e}")
+
+    # data
+    _positive_int(errors, data, "val_tokens", "data")
+    if check_data and mcfg is not None and not any(e.startswith("budget.seq_len") for e in errors):
+        try:
+            open_data(data.get("name"), data.get("path"), mcfg.vocab_size, budget["seq_len"])
+        except DataError as e:
+            errors.append(f"data: {e}")
+    if errors:
+        raise ConfigError(errors)
+    return cfg
+
+
+def run_id(cfg: dict) -> str:
+    """A pure function of what the run computes: the same config always gets the same id."""
+    semantic = {k: v for k, v in cfg.items() if k not in (RUNTIME_SECTION, "suite", "results_dir")}
+    digest = hashlib.sha256(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()
+    opt = cfg["optimizer"]
+    return f"{cfg['model']['name']}-{opt['name']}-lr{opt['lr']:g}-s{cfg['seed']}-{digest[:8]}"

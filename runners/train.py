@@ -1,0 +1,278 @@
+"""One run: data + model + optimizer + loop, into its run folder.
+
+    python -m runners.train optimizer=adam_mini model=nano budget.tokens=2e5
+
+The loop follows nanoGPT: gradient accumulation to the global batch, warmup + decay of the lr,
+global-norm clipping, fp32 weights with bf16 autocast on CUDA. What it adds is bookkeeping for a
+fair comparison: the same batches for every optimizer (a function of data seed and step), a
+fixed validation set, a divergence check, per-step timing split into forward+backward and the
+optimizer step, peak memory, exact optimizer-state bytes, and checkpoints that resume bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+import optimizers
+from models import GPT, GPTConfig
+from runners import checkpoint
+from runners.config import ConfigError, resolve_run, run_id
+from runners.data import open_data, train_batch, val_windows
+from runners.run_folder import RunFolder, environment
+from runners.schedule import lr_at
+from runners.sinks import MetricSinks
+
+# Dense bf16 peak FLOP/s by device name, for MFU (vendor datasheets).
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12,
+              "4090": 165e12, "V100": 125e12}
+INTERRUPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Interrupted(Exception):
+    """The run was asked to stop (preemption); it checkpointed and can resume."""
+
+
+def _device(cfg: dict) -> torch.device:
+    want = cfg["train"]["device"]
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(["train.device=cuda but no CUDA device is visible: use train.device=cpu"])
+    return torch.device(want)
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+class _StopFlag:
+    """Turns SIGTERM/SIGUSR1 into a request to checkpoint at the end of the current step."""
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in INTERRUPT_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, val: tuple[torch.Tensor, torch.Tensor], micro_batch: int,
+             device: torch.device, autocast) -> float:
+    model.eval()
+    x_all, y_all = val
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for i in range(0, len(x_all), micro_batch):
+        x, y = x_all[i:i + micro_batch].to(device), y_all[i:i + micro_batch].to(device)
+        with autocast:
+            _, loss = model(x, y)
+        total += loss.double() * len(x)
+    model.train()
+    return (total / len(x_all)).item()
+
+
+def run(raw_cfg: dict) -> dict:
+    """Train one run to its budget (or resume it); returns its run.json."""
+    cfg = resolve_run(raw_cfg)
+    device = _device(cfg)
+    folder = RunFolder(Path(cfg.get("results_dir", "results")) / cfg["suite"] / run_id(cfg))
+    if folder.is_finished():
+        print(f"{folder.path.name}: already {folder.status()}, skipped")
+        return folder.read_info()
+
+    budget, train, data_cfg = cfg["budget"], cfg["train"], cfg["data"]
+    steps, seq_len, batch = budget["steps"], budget["seq_len"], budget["global_batch"]
+    micro = train.get("micro_batch") or batch
+    tokens_per_step = batch * seq_len
+    data = open_data(data_cfg["name"], data_cfg.get("path"), cfg["model"]["vocab_size"], seq_len)
+    val = val_windows(data, data_cfg["val_tokens"], seq_len)
+
+    torch.manual_seed(cfg["seed"])  # paired seeds: the same initial weights for every optimizer
+    mcfg = GPTConfig(**{k: v for k, v in cfg["model"].items() if k != "name"})
+    model = GPT(mcfg).to(device)
+    opt_cfg = {k: v for k, v in cfg["optimizer"].items() if k != "name"}
+    opt = optimizers.build(cfg["optimizer"]["name"], model, **opt_cfg)
+    fwd_model = torch.compile(model) if train["compile"] else model
+    use_bf16 = device.type == "cuda" and train["dtype"] in ("auto", "bfloat16")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    flops_per_token = model.flops_per_token(seq_len)
+    peak_flops = _peak_flops(device)
+
+    progress = checkpoint.load(folder, model, opt)
+    info = folder.read_info() if progress else None
+    if progress is None:
+        folder.create(cfg)
+        info = {"run_id": folder.path.name, "suite": cfg["suite"], "config": cfg,
+                "env": environment(device.type, torch.cuda.get_device_name(device)
+                                   if device.type == "cuda" else "cpu", 1)}
+        progress = {"step": 0, "wall_time_s": 0.0, "best_val_loss": math.inf, "val_loss": None,
+                    "first_loss": None, "timed_steps": 0, "timed_s": 0.0, "fwd_bwd_s": 0.0, "opt_s": 0.0}
+        folder.truncate_metrics(-1)
+    else:
+        folder.truncate_metrics(progress["step"])
+    info.update(status="running", step=progress["step"], total_steps=steps, diverged_at_step=None,
+                error=None, summary=None)
+    folder.write_info(info)
+    sinks = MetricSinks(cfg, folder)
+    if progress["step"] == 0 and progress["val_loss"] is None:
+        progress["val_loss"] = evaluate(fwd_model, val, micro, device, autocast)
+        progress["best_val_loss"] = progress["val_loss"]
+        sinks.log({"step": 0, "tokens": 0, "wall_time_s": 0.0, "val_loss": progress["val_loss"]})
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    warm_steps = min(10, steps // 10)  # compile and allocator warm-up, left out of mean tokens/s
+    status, diverged_at = "completed", None
+    bar = _progress_bar(train["progress"], steps, progress["step"], folder.path.name)
+    try:
+        with _StopFlag() as stop:
+            for step in range(progress["step"], steps):
+                lr = lr_at(step, cfg["optimizer"]["lr"], steps, budget["warmup_steps"],
+                           budget["schedule"], budget["min_lr_ratio"])
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                t0 = time.perf_counter()
+                x, y = train_batch(data, data_cfg["seed"], step, batch, seq_len)
+                loss_sum = torch.zeros((), device=device)
+                for i in range(0, batch, micro):
+                    xb, yb = x[i:i + micro].to(device), y[i:i + micro].to(device)
+                    with autocast:
+                        _, loss = fwd_model(xb, yb)
+                    (loss * (len(xb) / batch)).backward()
+                    loss_sum += loss.detach() * len(xb)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, budget["grad_clip"] or math.inf,
+                                                           foreach=True)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t1 = time.perf_counter()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t2 = time.perf_counter()
+
+                done = step + 1
+                progress["step"] = done
+                progress["wall_time_s"] += t2 - t0
+                if step >= warm_steps:
+                    progress["timed_steps"] += 1
+                    progress["timed_s"] += t2 - t0
+                    progress["fwd_bwd_s"] += t1 - t0
+                    progress["opt_s"] += t2 - t1
+                last = done == steps
+                if done % train["log_every"] == 0 or last:
+                    row = _log_row(done, tokens_per_step, loss_sum.item() / batch, lr, grad_norm,
+                                   t0, t1, t2, progress, device)
+                    if progress["first_loss"] is None:
+                        progress["first_loss"] = row["train_loss"]
+                    if _diverged(row["train_loss"], progress["first_loss"], budget):
+                        status, diverged_at = "diverged", done
+                        sinks.log(row)
+                        break
+                    if done % budget["eval_every"] == 0 or last:
+                        row["val_loss"] = progress["val_loss"] = evaluate(fwd_model, val, micro, device, autocast)
+                        progress["best_val_loss"] = min(progress["best_val_loss"], row["val_loss"])
+                    sinks.log(row)
+                    bar.update(done - bar.n)
+                    bar.set_postfix(loss=f"{row['train_loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}",
+                                    refresh=False)
+                if stop.signum is not None:
+                    checkpoint.save(folder, model, opt, progress)
+                    raise Interrupted(f"signal {signal.Signals(stop.signum).name} after step {done}")
+                if done % train["ckpt_every"] == 0 and not last:
+                    checkpoint.save(folder, model, opt, progress)
+    except Interrupted as e:
+        info.update(status="interrupted", step=progress["step"], error=str(e))
+        folder.write_info(info)
+        raise
+    except BaseException as e:
+        info.update(status="failed", step=progress["step"], error=f"{type(e).__name__}: {e}")
+        folder.write_info(info)
+        raise
+    finally:
+        bar.close()
+        sinks.close()
+
+    timed = max(progress["timed_steps"], 1)
+    tokens_per_s = progress["timed_steps"] * tokens_per_step / progress["timed_s"] if progress["timed_s"] else None
+    info.update(status=status, step=progress["step"], diverged_at_step=diverged_at, summary={
+        "final_val_loss": progress["val_loss"] if status == "completed" else None,
+        "best_val_loss": progress["best_val_loss"],
+        "tokens": progress["step"] * tokens_per_step,
+        "wall_time_s": progress["wall_time_s"],
+        "tokens_per_s": tokens_per_s,
+        "mfu": tokens_per_s * flops_per_token / peak_flops if peak_flops and tokens_per_s else None,
+        "peak_mem_bytes": _peak_memory(device),
+        "peak_mem_kind": "cuda_allocated" if device.type == "cuda" else "cpu_rss",
+        "cuda_max_reserved_bytes": torch.cuda.max_memory_reserved(device) if device.type == "cuda" else None,
+        "opt_state_bytes": optimizers.state_bytes(opt),
+        "param_count": model.num_params(),
+        "time_fwd_bwd_s": progress["fwd_bwd_s"] / timed,
+        "time_opt_s": progress["opt_s"] / timed,
+    })
+    checkpoint.save(folder, model, opt, progress)  # the final weights, for users and for audits
+    folder.write_info(info)
+    sinks.summary(info["summary"])
+    return folder.read_info()
+
+
+def _log_row(done, tokens_per_step, train_loss, lr, grad_norm, t0, t1, t2, progress, device) -> dict:
+    return {"step": done, "tokens": done * tokens_per_step, "train_loss": train_loss, "lr": lr,
+            "grad_norm": float(grad_norm), "time_fwd_bwd_s": t1 - t0, "time_opt_s": t2 - t1,
+            "tokens_per_s": tokens_per_step / (t2 - t0), "wall_time_s": progress["wall_time_s"],
+            "peak_mem_bytes": _peak_memory(device)}
+
+
+def _diverged(train_loss: float, first_loss: float, budget: dict) -> bool:
+    return not math.isfinite(train_loss) or train_loss > budget["diverge_factor"] * first_loss
+
+
+def _progress_bar(enabled: bool, total: int, initial: int, name: str):
+    from tqdm import tqdm
+
+    # disable=None: no bar when stderr is not a terminal (CI logs, SLURM output files).
+    return tqdm(total=total, initial=initial, desc=name, unit="step", disable=None if enabled else True,
+                mininterval=0.5, dynamic_ncols=True, leave=False)
+
+
+def main() -> None:
+    from runners.hydra_app import compose_config
+
+    try:
+        info = run(compose_config(sys.argv[1:]))
+    except ConfigError as e:
+        sys.exit("\n".join(f"error: {line}" for line in e.errors))
+    except Interrupted as e:
+        print(f"interrupted: {e}; run again to resume", file=sys.stderr)
+        sys.exit(143)
+    s = info.get("summary") or {}
+    print(f"{info['run_id']}: {info['status']}, final val loss {s.get('final_val_loss')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+# A run small enough for a test: a 2-layer nano model, 8 sequences of 32 tokens per step.
+SMALL_RUN = [
+    "model.n_layer=2", "model.n_embd=64", "model.block_size=32", "budget.seq_len=32",
+    "budget.global_batch=8", "budget.tokens=null", "budget.steps=30", "budget.eval_every=10",
+    "data.val_tokens=2048", "train.progress=false",
+]
+
+
+@pytest.fixture(scope="session")
+def shakespeare_bytes():
+    from runners.data import prepare
+
+    return prepare("shakespeare_bytes")
+
+
+@pytest.fixture
+def small_cfg(tmp_path, shakespeare_bytes):
+    """A composed (unresolved) config for a small run writing under tmp_path."""
+    from runners.hydra_app import compose_config
+
+    def make(*overrides: str) -> dict:
+        return compose_config([*SMALL_RUN, f"results_dir={tmp_path / 'results'}", *overrides])
+
+    return make
