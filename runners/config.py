@@ -107,6 +107,8 @@ def resolve_run(raw: dict, world_size: int = 1, check_data: bool = True) -> dict
     for key in ("seq_len", "global_batch", "eval_every"):
         _positive_int(errors, budget, key, "budget")
     _positive_int(errors, train, "micro_batch", "train", allow_none=True)
+    if train.get("parallel", "ddp") not in ("ddp", "fsdp"):
+        errors.append(f"train.parallel={train.get('parallel')!r}: choose ddp or fsdp")
     steps = None
     if not any(e.startswith(("budget.seq_len", "budget.global_batch")) for e in errors):
         steps = _budget_steps(errors, budget, budget["global_batch"] * budget["seq_len"])

@@ -10,6 +10,8 @@ from runners.run_folder import RunFolder
 
 
 class MetricSinks:
+    """Rank 0's: the only process that writes the run folder."""
+
     def __init__(self, cfg: dict, folder: RunFolder):
         self.folder = folder
         self.wandb_run = None
@@ -22,6 +24,9 @@ class MetricSinks:
                 name=folder.path.name, id=folder.path.name, resume="allow", config=cfg,
                 mode=mode, dir=str(folder.path),
             )
+
+    def write_info(self, info: dict) -> None:
+        self.folder.write_info(info)
 
     def log(self, row: dict) -> None:
         self.folder.append_metrics(row)
@@ -37,3 +42,12 @@ class MetricSinks:
         if self.wandb_run is not None:
             self.wandb_run.finish()
             self.wandb_run = None
+
+
+class NullSinks:
+    """Every other rank's: they compute the same rows and write nothing."""
+
+    def write_info(self, info: dict) -> None: ...
+    def log(self, row: dict) -> None: ...
+    def summary(self, summary: dict) -> None: ...
+    def close(self) -> None: ...

@@ -23,29 +23,33 @@ import torch
 
 import optimizers
 from models import GPT, GPTConfig
-from runners import checkpoint
+from runners import checkpoint, parallel
 from runners.config import ConfigError, resolve_run, run_id
 from runners.data import open_data, train_batch, val_windows
 from runners.run_folder import RunFolder, environment
 from runners.schedule import lr_at
-from runners.sinks import MetricSinks
+from runners.sinks import MetricSinks, NullSinks
 
 # Dense bf16 peak FLOP/s by device name, for MFU (vendor datasheets).
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12,
               "4090": 165e12, "V100": 125e12}
-INTERRUPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# SIGTERM: preemption and scancel; SIGUSR1/SIGUSR2: SLURM's warning before a time limit.
+INTERRUPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class Interrupted(Exception):
     """The run was asked to stop (preemption); it checkpointed and can resume."""
 
 
-def _device(cfg: dict) -> torch.device:
+def _device(cfg: dict, world: parallel.World) -> torch.device:
     want = cfg["train"]["device"]
     if want == "auto":
         want = "cuda" if torch.cuda.is_available() else "cpu"
     if want == "cuda" and not torch.cuda.is_available():
         raise ConfigError(["train.device=cuda but no CUDA device is visible: use train.device=cpu"])
+    if want == "cuda":
+        torch.cuda.set_device(world.local_rank)
+        return torch.device("cuda", world.local_rank)
     return torch.device(want)
 
 
@@ -63,7 +67,7 @@ def _peak_flops(device: torch.device) -> float | None:
 
 
 class _StopFlag:
-    """Turns SIGTERM/SIGUSR1 into a request to checkpoint at the end of the current step."""
+    """Turns SIGTERM/SIGUSR1/SIGUSR2 into a request to checkpoint at the end of the current step."""
 
     def __init__(self):
         self.signum = None
@@ -99,47 +103,59 @@ def evaluate(model: torch.nn.Module, val: tuple[torch.Tensor, torch.Tensor], mic
 
 def run(raw_cfg: dict) -> dict:
     """Train one run to its budget (or resume it); returns its run.json."""
-    cfg = resolve_run(raw_cfg)
-    device = _device(cfg)
+    world = parallel.world_from_env()
+    cfg = resolve_run(raw_cfg, world_size=world.size)
+    device = _device(cfg, world)
     folder = RunFolder(Path(cfg.get("results_dir", "results")) / cfg["suite"] / run_id(cfg))
     if folder.is_finished():
-        print(f"{folder.path.name}: already {folder.status()}, skipped")
+        if world.is_main:
+            print(f"{folder.path.name}: already {folder.status()}, skipped")
         return folder.read_info()
+    parallel.init(world, device)
+    try:
+        return _train(cfg, folder, world, device)
+    finally:
+        parallel.shutdown()
 
+
+def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.device) -> dict:
     budget, train, data_cfg = cfg["budget"], cfg["train"], cfg["data"]
     steps, seq_len, batch = budget["steps"], budget["seq_len"], budget["global_batch"]
-    micro = train.get("micro_batch") or batch
+    local_batch = batch // world.size
+    micro = train.get("micro_batch") or local_batch
     tokens_per_step = batch * seq_len
     data = open_data(data_cfg["name"], data_cfg.get("path"), cfg["model"]["vocab_size"], seq_len)
     val = val_windows(data, data_cfg["val_tokens"], seq_len)
 
     torch.manual_seed(cfg["seed"])  # paired seeds: the same initial weights for every optimizer
-    mcfg = GPTConfig(**{k: v for k, v in cfg["model"].items() if k != "name"})
-    model = GPT(mcfg).to(device)
+    model = GPT(GPTConfig(**{k: v for k, v in cfg["model"].items() if k != "name"})).to(device)
+    kind = train.get("parallel", "ddp")
+    wrapped = parallel.wrap(model, kind, world)
+    sharded = world.distributed and kind == "fsdp"
     opt_cfg = {k: v for k, v in cfg["optimizer"].items() if k != "name"}
     opt = optimizers.build(cfg["optimizer"]["name"], model, **opt_cfg)
-    fwd_model = torch.compile(model) if train["compile"] else model
+    fwd_model = torch.compile(wrapped) if train["compile"] else wrapped
     use_bf16 = device.type == "cuda" and train["dtype"] in ("auto", "bfloat16")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
-    flops_per_token = model.flops_per_token(seq_len)
     peak_flops = _peak_flops(device)
 
-    progress = checkpoint.load(folder, model, opt)
+    progress = checkpoint.load(folder, model, opt, sharded)
     info = folder.read_info() if progress else None
     if progress is None:
-        folder.create(cfg)
+        if world.is_main:
+            folder.create(cfg)
+            folder.truncate_metrics(-1)
         info = {"run_id": folder.path.name, "suite": cfg["suite"], "config": cfg,
                 "env": environment(device.type, torch.cuda.get_device_name(device)
-                                   if device.type == "cuda" else "cpu", 1)}
+                                   if device.type == "cuda" else "cpu", world.size)}
         progress = {"step": 0, "wall_time_s": 0.0, "best_val_loss": math.inf, "val_loss": None,
                     "first_loss": None, "timed_steps": 0, "timed_s": 0.0, "fwd_bwd_s": 0.0, "opt_s": 0.0}
-        folder.truncate_metrics(-1)
-    else:
+    elif world.is_main:
         folder.truncate_metrics(progress["step"])
     info.update(status="running", step=progress["step"], total_steps=steps, diverged_at_step=None,
                 error=None, summary=None)
-    folder.write_info(info)
-    sinks = MetricSinks(cfg, folder)
+    sinks = MetricSinks(cfg, folder) if world.is_main else NullSinks()
+    sinks.write_info(info)
     if progress["step"] == 0 and progress["val_loss"] is None:
         progress["val_loss"] = evaluate(fwd_model, val, micro, device, autocast)
         progress["best_val_loss"] = progress["val_loss"]
@@ -148,7 +164,7 @@ def run(raw_cfg: dict) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     warm_steps = min(10, steps // 10)  # compile and allocator warm-up, left out of mean tokens/s
     status, diverged_at = "completed", None
-    bar = _progress_bar(train["progress"], steps, progress["step"], folder.path.name)
+    bar = _progress_bar(train["progress"] and world.is_main, steps, progress["step"], folder.path.name)
     try:
         with _StopFlag() as stop:
             for step in range(progress["step"], steps):
@@ -158,12 +174,14 @@ def run(raw_cfg: dict) -> dict:
                     group["lr"] = lr
                 t0 = time.perf_counter()
                 x, y = train_batch(data, data_cfg["seed"], step, batch, seq_len)
+                rows = slice(world.rank * local_batch, (world.rank + 1) * local_batch)
+                x, y = x[rows], y[rows]
                 loss_sum = torch.zeros((), device=device)
-                for i in range(0, batch, micro):
+                for i in range(0, local_batch, micro):
                     xb, yb = x[i:i + micro].to(device), y[i:i + micro].to(device)
-                    with autocast:
+                    with parallel.grad_sync(wrapped, i + micro >= local_batch), autocast:
                         _, loss = fwd_model(xb, yb)
-                    (loss * (len(xb) / batch)).backward()
+                        (loss * (len(xb) / local_batch)).backward()
                     loss_sum += loss.detach() * len(xb)
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, budget["grad_clip"] or math.inf,
                                                            foreach=True)
@@ -186,7 +204,8 @@ def run(raw_cfg: dict) -> dict:
                     progress["opt_s"] += t2 - t1
                 last = done == steps
                 if done % train["log_every"] == 0 or last:
-                    row = _log_row(done, tokens_per_step, loss_sum.item() / batch, lr, grad_norm,
+                    train_loss = parallel.all_reduce_(loss_sum).item() / batch
+                    row = _log_row(done, tokens_per_step, train_loss, lr, parallel.full_norm(grad_norm),
                                    t0, t1, t2, progress, device)
                     if progress["first_loss"] is None:
                         progress["first_loss"] = row["train_loss"]
@@ -201,32 +220,46 @@ def run(raw_cfg: dict) -> dict:
                     bar.update(done - bar.n)
                     bar.set_postfix(loss=f"{row['train_loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}",
                                     refresh=False)
-                if stop.signum is not None:
-                    checkpoint.save(folder, model, opt, progress)
-                    raise Interrupted(f"signal {signal.Signals(stop.signum).name} after step {done}")
+                stop_now = stop.signum is not None
+                if world.distributed:
+                    stop_now = parallel.any_rank(stop_now, device)
+                if stop_now:
+                    checkpoint.save(folder, model, opt, progress, world, sharded)
+                    name = signal.Signals(stop.signum).name if stop.signum else "a signal on another rank"
+                    raise Interrupted(f"{name} after step {done}")
                 if done % train["ckpt_every"] == 0 and not last:
-                    checkpoint.save(folder, model, opt, progress)
+                    checkpoint.save(folder, model, opt, progress, world, sharded)
     except Interrupted as e:
         info.update(status="interrupted", step=progress["step"], error=str(e))
-        folder.write_info(info)
+        sinks.write_info(info)
         raise
     except BaseException as e:
         info.update(status="failed", step=progress["step"], error=f"{type(e).__name__}: {e}")
-        folder.write_info(info)
+        sinks.write_info(info)
         raise
     finally:
         bar.close()
         sinks.close()
 
+    info.update(status=status, step=progress["step"], diverged_at_step=diverged_at,
+                summary=_summary(progress, status, model, opt, device, tokens_per_step, peak_flops, seq_len))
+    checkpoint.save(folder, model, opt, progress, world, sharded)  # the final weights, for audits
+    sinks.write_info(info)
+    sinks.summary(info["summary"])
+    return folder.read_info()
+
+
+def _summary(progress, status, model, opt, device, tokens_per_step, peak_flops, seq_len) -> dict:
     timed = max(progress["timed_steps"], 1)
     tokens_per_s = progress["timed_steps"] * tokens_per_step / progress["timed_s"] if progress["timed_s"] else None
-    info.update(status=status, step=progress["step"], diverged_at_step=diverged_at, summary={
+    flops = model.flops_per_token(seq_len)
+    return {
         "final_val_loss": progress["val_loss"] if status == "completed" else None,
         "best_val_loss": progress["best_val_loss"],
         "tokens": progress["step"] * tokens_per_step,
         "wall_time_s": progress["wall_time_s"],
         "tokens_per_s": tokens_per_s,
-        "mfu": tokens_per_s * flops_per_token / peak_flops if peak_flops and tokens_per_s else None,
+        "mfu": tokens_per_s * flops / peak_flops if peak_flops and tokens_per_s else None,
         "peak_mem_bytes": _peak_memory(device),
         "peak_mem_kind": "cuda_allocated" if device.type == "cuda" else "cpu_rss",
         "cuda_max_reserved_bytes": torch.cuda.max_memory_reserved(device) if device.type == "cuda" else None,
@@ -234,11 +267,7 @@ def run(raw_cfg: dict) -> dict:
         "param_count": model.num_params(),
         "time_fwd_bwd_s": progress["fwd_bwd_s"] / timed,
         "time_opt_s": progress["opt_s"] / timed,
-    })
-    checkpoint.save(folder, model, opt, progress)  # the final weights, for users and for audits
-    folder.write_info(info)
-    sinks.summary(info["summary"])
-    return folder.read_info()
+    }
 
 
 def _log_row(done, tokens_per_step, train_loss, lr, grad_norm, t0, t1, t2, progress, device) -> dict:
@@ -260,18 +289,28 @@ def _progress_bar(enabled: bool, total: int, initial: int, name: str):
                 mininterval=0.5, dynamic_ncols=True, leave=False)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """`python -m runners.train key=value ...`, or `--config run.json` (how launchers pass a
+    resolved config)."""
+    import json
+
     from runners.hydra_app import compose_config
 
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        info = run(compose_config(sys.argv[1:]))
+        if argv[:1] == ["--config"]:
+            raw = json.loads(Path(argv[1]).read_text())
+        else:
+            raw = compose_config(argv)
+        info = run(raw)
     except ConfigError as e:
         sys.exit("\n".join(f"error: {line}" for line in e.errors))
     except Interrupted as e:
         print(f"interrupted: {e}; run again to resume", file=sys.stderr)
         sys.exit(143)
-    s = info.get("summary") or {}
-    print(f"{info['run_id']}: {info['status']}, final val loss {s.get('final_val_loss')}")
+    if parallel.world_from_env().is_main:
+        s = info.get("summary") or {}
+        print(f"{info['run_id']}: {info['status']}, final val loss {s.get('final_val_loss')}")
 
 
 if __name__ == "__main__":
