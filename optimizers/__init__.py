@@ -10,6 +10,7 @@ from .registry import (
 
 # Built-ins, in the order suites list them.
 from . import adamw  # noqa: E402,F401
+from . import adam_mini  # noqa: E402,F401
 
 __all__ = [
     "OptimizerSpec", "build", "names", "predict_state_bytes", "register", "resolve_hparams",
