@@ -19,6 +19,7 @@ from models import model_config
 from runners.data import DataError, open_data
 
 SCHEDULES = ("cosine", "constant", "wsd")
+RUN_KEYS = ("suite", "seed", "results_dir", "model", "optimizer", "data", "budget", "train")
 # Keys that change how a run executes but not what it computes: they stay out of the run_id.
 RUNTIME_SECTION = "train"
 
@@ -84,7 +85,8 @@ def _miniature(mcfg):
 
 def resolve_run(raw: dict, world_size: int = 1, check_data: bool = True) -> dict:
     """The resolved run config, or ConfigError listing every problem."""
-    cfg = copy.deepcopy(raw)
+    # A run's config is these keys; the rest (suite-level keys) describe how runs are made.
+    cfg = copy.deepcopy({k: raw[k] for k in RUN_KEYS if k in raw})
     errors: list[str] = []
     for section in ("model", "optimizer", "data", "budget", "train"):
         if not isinstance(cfg.get(section), dict):
@@ -147,7 +149,7 @@ def resolve_run(raw: dict, world_size: int = 1, check_data: bool = True) -> dict
             cfg["optimizer"]["betas"] = list(cfg["optimizer"]["betas"])
         if mcfg is not None:  # let the optimizer check its values now, on a miniature model
             spec.build(_miniature(mcfg), **optimizers.resolve_hparams(name, **hparams))
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         errors.append(f"optimizer: {e}")
 
     # data

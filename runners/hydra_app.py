@@ -17,10 +17,12 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 
 def _forced(override: str) -> str:
-    """`optimizer.lr=3e-4` sets or adds a value: the group files need not list every key.
-    Group choices (`model=gpt2_small`) and Hydra's own prefixes are left alone."""
+    """`optimizer.lr=3e-4` or `optimizer_defaults={wd: 0.1}` sets or adds a value: group files
+    need not list every key. Group choices (`model=gpt2_small`) and Hydra's own prefixes
+    (`+`, `~`) are left alone."""
     key = override.split("=", 1)[0]
-    if "." in key and "=" in override and not key.startswith(("+", "~")):
+    groups = {p.name for p in SUITES_DIR.iterdir() if p.is_dir()}
+    if "=" in override and key not in groups and not key.startswith(("+", "~")):
         return "++" + override
     return override
 

@@ -1,9 +1,21 @@
-"""A suite: one budget, several optimizers and seeds, expanded into runs and run to the end.
+"""A suite: one budget; models x optimizers (x lr grid) x seeds, expanded into runs.
 
-    python -m runners.suite suite=tiny [key=value ...]
+    python -m runners.suite suite=tiny [key=value ...]          # run it
+    python -m runners.suite suite=gpt2_small plan=true          # print the plan, run nothing
 
-Every run is checked before the first one starts (nothing is written if any is invalid);
-finished runs are skipped and interrupted ones resume, so running a suite again is safe.
+Suite keys (besides one run's config, suites/config.yaml):
+  optimizers          a list of names, a mapping name -> hyper-parameters, or `all`;
+                      `lr` may be a number, a list (a grid) or `tuned` (results/<suite>/tuned.yaml)
+  optimizer_defaults  hyper-parameters given to every optimizer that accepts them
+  models              a list of model presets (default: the `model` group's)
+  seeds               a list, or a count N for seeds 0..N-1; seed s gives every optimizer the
+                      same initial weights and data order
+  only                run just these optimizers of the suite
+  launcher            local | torchrun | slurm (suites/launcher/)
+  force               start even when the plan says the device is too slow
+
+Every run is checked before any starts and every problem is reported at once; nothing is
+written if any run is invalid. Finished runs are skipped and interrupted ones resume.
 """
 
 from __future__ import annotations
@@ -12,45 +24,155 @@ import copy
 import sys
 from pathlib import Path
 
+import torch
+import yaml
+
 import optimizers
+from runners import plan as planning
 from runners.config import ConfigError, resolve_run, run_id
-from runners.data import BUILTIN, prepare
+from runners.data import prepare
 from runners.hydra_app import compose_config
+from runners.launch import LAUNCHERS, launch
 from runners.run_folder import RunFolder
+
+SUITE_KEYS = ("optimizers", "optimizer_defaults", "models", "seeds", "only", "launcher", "force",
+              "plan", "plan_device", "report")
+# Starting a suite on a device where the plan says it takes longer than this needs force=true.
+SLOW_SUITE_SECONDS = 3600
+
+
+def _seeds(value, errors: list[str]) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            errors.append(f"seeds={value}: a count must be at least 1")
+            return []
+        return list(range(value))
+    if not isinstance(value, list) or not value:
+        errors.append(f"seeds={value!r}: give a list of integers, e.g. [0, 1, 2], or a count")
+        return []
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        errors.append(f"seeds={value!r}: every seed must be an integer >= 0")
+        return []
+    if len(set(value)) != len(value):
+        errors.append(f"seeds={value!r}: a seed is listed twice")
+        return []
+    return value
+
+
+def _optimizers(suite_cfg: dict, errors: list[str]) -> dict[str, dict]:
+    listed = suite_cfg.get("optimizers")
+    if listed is None:  # a single optimizer from the `optimizer` group
+        listed = {suite_cfg["optimizer"]["name"]: {k: v for k, v in suite_cfg["optimizer"].items()
+                                                     if k != "name"}}
+    if listed == "all":
+        listed = optimizers.names()
+    if isinstance(listed, list) and all(isinstance(n, str) for n in listed):
+        listed = {name: {} for name in listed}
+    if not isinstance(listed, dict) or not listed:
+        errors.append(f"optimizers={listed!r}: give a list of names, a mapping name -> "
+                      "hyper-parameters, or all")
+        return {}
+    only = suite_cfg.get("only")
+    if only is not None:
+        if not isinstance(only, list) or not all(isinstance(n, str) for n in only):
+            errors.append(f"only={only!r}: give a list of optimizer names, e.g. [adamw,adam_mini]")
+            return {}
+        listed = {n: listed.get(n, {}) for n in only}
+    shared = suite_cfg.get("optimizer_defaults") or {}
+    if not isinstance(shared, dict):
+        errors.append(f"optimizer_defaults={shared!r}: give a mapping of hyper-parameters")
+        shared = {}
+    out = {}
+    for name, hparams in listed.items():
+        if hparams is not None and not isinstance(hparams, dict):
+            errors.append(f"optimizers.{name}={hparams!r}: give a mapping of hyper-parameters")
+            continue
+        try:
+            accepted = optimizers.spec(name).defaults
+        except ValueError as e:
+            errors.append(f"optimizers.{name}: {e}")
+            continue
+        out[name] = {**{k: v for k, v in shared.items() if k in accepted}, **(hparams or {})}
+    return out
+
+
+def _tuned_lr(suite_cfg: dict, model: str, name: str, errors: list[str]) -> float | None:
+    path = Path(suite_cfg["results_dir"]) / suite_cfg["suite"] / "tuned.yaml"
+    tuned = yaml.safe_load(path.read_text()) if path.exists() else {}
+    lr = ((tuned or {}).get(model) or {}).get(name, {}).get("lr")
+    if lr is None:
+        errors.append(f"optimizers.{name}.lr=tuned: {path} has no lr for {model}/{name}: "
+                      f"run `make tune suite={suite_cfg['suite']}` first")
+    return lr
+
+
+def _lrs(suite_cfg: dict, model: str, name: str, hparams: dict, errors: list[str]) -> list:
+    lr = hparams.get("lr", optimizers.spec(name).defaults["lr"])
+    if lr == "tuned":
+        found = _tuned_lr(suite_cfg, model, name, errors)
+        return [found] if found is not None else []
+    grid = lr if isinstance(lr, list) else [lr]
+    if not grid or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in grid):
+        errors.append(f"optimizers.{name}.lr={lr!r}: give a number, a list of numbers, or tuned")
+        return []
+    return grid
 
 
 def expand(suite_cfg: dict) -> list[dict]:
-    """One raw run config per (optimizer, seed), in the suite's order."""
-    listed = suite_cfg.get("optimizers", "all")
-    if listed == "all":
-        listed = optimizers.names()
-    if isinstance(listed, list):
-        listed = {name: {} for name in listed}
-    if not isinstance(listed, dict) or not listed:
-        raise ConfigError([f"optimizers={listed!r}: give a list of names, a mapping name -> "
-                           "hyper-parameters, or all"])
-    seeds = suite_cfg.get("seeds", [suite_cfg.get("seed", 0)])
-    if not isinstance(seeds, list) or not seeds:
-        raise ConfigError([f"seeds={seeds!r}: give a list of integers, e.g. [0, 1, 2]"])
-    base = {k: v for k, v in suite_cfg.items() if k not in ("optimizers", "seeds")}
-    runs = []
-    for name, hparams in listed.items():
-        for seed in seeds:
-            cfg = copy.deepcopy(base)
-            cfg["optimizer"] = {"name": name, **(hparams or {})}
-            cfg["seed"] = seed
-            runs.append(cfg)
+    """One raw run config per (model, optimizer, lr, seed), in the suite's order."""
+    runs, errors = _expand(suite_cfg)
+    if errors:
+        raise ConfigError(errors)
     return runs
 
 
-def resolve_all(runs: list[dict]) -> list[dict]:
-    errors, resolved = [], []
+def _expand(suite_cfg: dict) -> tuple[list[dict], list[str]]:
+    # A field in error still yields runs (one seed, the default lr), so that the runs' own
+    # problems are found too and every error of the suite is reported at once.
+    errors: list[str] = []
+    seeds = suite_cfg.get("seeds")
+    seeds = _seeds([suite_cfg.get("seed", 0)] if seeds is None else seeds, errors) or [0]
+    listed = _optimizers(suite_cfg, errors)
+    models = suite_cfg.get("models") or [suite_cfg["model"]["name"]]
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        errors.append(f"models={models!r}: give a list of model presets, e.g. [gpt2_small]")
+        models = []
+    launcher = suite_cfg.get("launcher", {"name": "local"})
+    if not isinstance(launcher, dict) or launcher.get("name") not in LAUNCHERS:
+        errors.append(f"launcher={launcher!r}: choose one of {', '.join(LAUNCHERS)} (suites/launcher/)")
+    base = {k: v for k, v in suite_cfg.items() if k not in SUITE_KEYS}
+    runs = []
+    for model in models:
+        for name, hparams in listed.items():
+            for lr in _lrs(suite_cfg, model, name, hparams, errors):
+                for seed in seeds:
+                    cfg = copy.deepcopy(base)
+                    cfg["model"] = {**cfg["model"], "name": model} if model != cfg["model"]["name"] \
+                        else cfg["model"]
+                    cfg["optimizer"] = {"name": name, **hparams, "lr": lr}
+                    cfg["seed"] = seed
+                    runs.append(cfg)
+    return runs, errors
+
+
+def world_size(suite_cfg: dict) -> int:
+    launcher = suite_cfg.get("launcher") or {}
+    if launcher.get("name") == "torchrun":
+        return launcher.get("nproc_per_node", 2)
+    if launcher.get("name") == "slurm":
+        return launcher.get("nodes", 1) * launcher.get("tasks_per_node", 1)
+    return 1
+
+
+def resolve_all(suite_cfg: dict, check_data: bool = True) -> list[dict]:
+    """Every run of the suite resolved, or one ConfigError listing every problem of every run."""
+    runs, errors = _expand(suite_cfg)
+    resolved = []
     for raw in runs:
         try:
-            resolved.append(resolve_run(raw))
+            resolved.append(resolve_run(raw, world_size=world_size(suite_cfg), check_data=check_data))
         except ConfigError as e:
-            tag = f"{raw['optimizer'].get('name')} seed {raw.get('seed')}"
-            errors.extend(f"[{tag}] {line}" for line in e.errors)
+            errors.extend(e.errors)
     if errors:
         raise ConfigError(list(dict.fromkeys(errors)))
     return resolved
@@ -58,6 +180,45 @@ def resolve_all(runs: list[dict]) -> list[dict]:
 
 def run_folder(cfg: dict) -> RunFolder:
     return RunFolder(Path(cfg["results_dir"]) / cfg["suite"] / run_id(cfg))
+
+
+def run_status(cfg: dict) -> str:
+    status = run_folder(cfg).status()
+    if status is None:
+        return "new"
+    return "finished" if status in ("completed", "diverged") else "resumable"
+
+
+def _table(rows: list[tuple]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def plan_text(suite_cfg: dict, resolved: list[dict], device: str) -> str:
+    b = resolved[0]["budget"]
+    ws = world_size(suite_cfg)
+    rows = [("model", "optimizer", "lr", "seed", "run_id", "status", "est. time", "peak mem", "fits")]
+    total = 0.0
+    for cfg in resolved:
+        est = planning.estimate(cfg, device, ws)
+        total += est.seconds
+        rows.append((cfg["model"]["name"], cfg["optimizer"]["name"], f"{cfg['optimizer']['lr']:g}",
+                     cfg["seed"], run_id(cfg), run_status(cfg), planning.human_seconds(est.seconds),
+                     planning.human_bytes(est.peak), "yes" if est.fits else "NO"))
+    head = (f"suite {suite_cfg['suite']}: {len(resolved)} runs on {device} x {ws}; budget "
+            f"{b['tokens']:,} tokens = {b['steps']:,} steps of {b['global_batch']} x {b['seq_len']}, "
+            f"{b['schedule']} schedule, warmup {b['warmup_steps']} steps")
+    flops = sum(planning.estimate(c, device, ws).flops for c in resolved)
+    foot = f"total: {flops:.3g} FLOPs, about {planning.human_seconds(total)} on {device}"
+    return "\n".join([head, _table(rows), foot])
+
+
+def _plan_device(suite_cfg: dict) -> str:
+    device = suite_cfg.get("plan_device") or "auto"
+    if device == "auto":
+        want = suite_cfg["train"]["device"]
+        return "cuda" if want != "cpu" and torch.cuda.is_available() else "cpu"
+    return device
 
 
 def summary_table(resolved: list[dict]) -> str:
@@ -73,28 +234,36 @@ def summary_table(resolved: list[dict]) -> str:
                      fmt(s.get("final_val_loss"), ".4f"), fmt(s.get("tokens_per_s"), ".0f"),
                      fmt(s.get("peak_mem_bytes") and s["peak_mem_bytes"] / 2**20, ".0f"),
                      fmt(s.get("opt_state_bytes") and s["opt_state_bytes"] / 2**20, ".2f")))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+    return _table(rows)
 
 
 def run_suite(overrides: list[str]) -> list[dict]:
-    from runners.train import run
-
     suite_cfg = compose_config(overrides)
     data = suite_cfg["data"]
-    if data.get("path") is None and data.get("name", "").startswith("shakespeare_") and data["name"] in BUILTIN:
+    if data.get("path") is None and data.get("name", "").startswith("shakespeare_"):
         prepare(data["name"])  # offline after the first time: the sdist is cached under data/
-    resolved = resolve_all(expand(suite_cfg))
-    todo = [c for c in resolved if not run_folder(c).is_finished()]
+    # The data is checked last: a plan, or the advice to use a GPU, needs none.
+    resolved = resolve_all(suite_cfg, check_data=False)
+    device = _plan_device(suite_cfg)
+    if suite_cfg.get("plan"):
+        print(plan_text(suite_cfg, resolved, device))
+        return resolved
+    todo = [c for c in resolved if run_status(c) != "finished"]
+    seconds = sum(planning.estimate(c, device, world_size(suite_cfg)).seconds for c in todo)
+    if device == "cpu" and seconds > SLOW_SUITE_SECONDS and not suite_cfg.get("force"):
+        raise ConfigError([
+            f"suite {suite_cfg['suite']}: no GPU is visible and its {len(todo)} runs would take about "
+            f"{planning.human_seconds(seconds)} on this CPU: run it on a GPU machine, shrink it "
+            "(budget.tokens=..., only=[...]), or add force=true to start anyway"])
+    resolve_all(suite_cfg)
     print(f"suite {suite_cfg['suite']}: {len(resolved)} runs, {len(resolved) - len(todo)} finished, "
-          f"{len(todo)} to run")
-    for i, cfg in enumerate(todo, 1):
-        print(f"[{i}/{len(todo)}] {run_id(cfg)}", flush=True)
-        run(cfg)
+          f"{len(todo)} to run (about {planning.human_seconds(seconds)} on {device})", flush=True)
+    launch(todo, suite_cfg.get("launcher") or {"name": "local"})
     print(summary_table(resolved))
-    from analysis.report import main as report
+    if suite_cfg.get("report", True):
+        from analysis.report import main as report
 
-    report([str(Path(suite_cfg["results_dir"]) / suite_cfg["suite"])])
+        report([str(Path(suite_cfg["results_dir"]) / suite_cfg["suite"])])
     return resolved
 
 

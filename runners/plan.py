@@ -1,0 +1,128 @@
+"""What a run will cost before it runs: FLOPs, time on a device, and peak memory.
+
+Peak memory = weights + gradients + optimizer state (optimizers.predict_state_bytes, exact) +
+activations of one micro-batch. The activation term counts what autograd keeps per token for our
+GPT-2 (16 * n_embd values per layer: both layer-norm inputs and outputs, qkv, the attention
+output, the residual stream, the MLP's 4x hidden before and after GELU; SDPA keeps no T x T
+matrix) plus the logits, their float copy for the loss and its gradient (3 * vocab per token).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+import optimizers
+from models import GPT, GPTConfig
+
+# Dense bf16 peak FLOP/s and memory of devices a plan can be made for; `cpu` is measured.
+DEVICES = {
+    "h100": (989e12, 80 * 2**30), "h200": (989e12, 141 * 2**30), "a100": (312e12, 80 * 2**30),
+    "a100_40gb": (312e12, 40 * 2**30), "l40s": (362e12, 48 * 2**30), "rtx4090": (165e12, 24 * 2**30),
+}
+ASSUMED_MFU = 0.40        # a well-tuned bf16 + torch.compile GPT-2 run on one GPU
+CPU_EFFICIENCY = 0.35     # training reaches about a third of the matmul rate on CPU
+
+
+@dataclass
+class Estimate:
+    flops: float
+    seconds: float
+    weights: int
+    grads: int
+    state: int
+    activations: int
+    device_memory: int
+
+    @property
+    def peak(self) -> int:
+        return self.weights + self.grads + self.state + self.activations
+
+    @property
+    def fits(self) -> bool:
+        return self.peak <= self.device_memory
+
+
+def meta_model(model_cfg: dict) -> GPT:
+    with torch.device("meta"):
+        return GPT(GPTConfig(**{k: v for k, v in model_cfg.items() if k != "name"}))
+
+
+def activation_bytes(cfg: GPTConfig, micro_batch: int, seq_len: int, cuda: bool) -> int:
+    tokens = micro_batch * seq_len
+    per_value = 2 if cuda else 4  # bf16 autocast on CUDA, fp32 on CPU
+    body = cfg.n_layer * 16 * cfg.n_embd * per_value
+    head = cfg.vocab_size * (per_value + 4 + 4)  # logits, their fp32 copy, its gradient
+    return tokens * (body + head)
+
+
+_cpu_flops: float | None = None
+
+
+def cpu_flops() -> float:
+    """This machine's fp32 matmul rate, measured once (about 0.2 s)."""
+    global _cpu_flops
+    if _cpu_flops is None:
+        a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+        a @ b
+        start, n = time.perf_counter(), 0
+        while time.perf_counter() - start < 0.2:
+            a @ b
+            n += 1
+        _cpu_flops = n * 2 * 1024**3 / (time.perf_counter() - start)
+    return _cpu_flops
+
+
+def device_of(name: str) -> tuple[float, int]:
+    """(sustained FLOP/s, memory bytes) of a device name: `cpu`, `cuda` (the visible GPU) or a DEVICES key."""
+    if name == "cpu":
+        import psutil
+
+        return cpu_flops() * CPU_EFFICIENCY, psutil.virtual_memory().total
+    if name == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        key = next((k for k in DEVICES if k.split("_")[0] in props.name.lower()), "a100")
+        return DEVICES[key][0] * ASSUMED_MFU, props.total_memory
+    if name not in DEVICES:
+        raise ValueError(f"unknown plan device {name!r}: choose cpu, cuda or one of {', '.join(DEVICES)}")
+    peak, memory = DEVICES[name]
+    return peak * ASSUMED_MFU, memory
+
+
+def estimate(cfg: dict, device: str, world_size: int = 1) -> Estimate:
+    """The cost of one resolved run on `device` (per rank for memory; whole run for time)."""
+    model = meta_model(cfg["model"])
+    b = cfg["budget"]
+    hp = {k: v for k, v in cfg["optimizer"].items() if k != "name"}
+    n = model.num_params()
+    evals = b["steps"] // b["eval_every"] + 1
+    # Training is 3 passes (forward + 2x backward) per token; evaluation is the forward only.
+    flops = model.flops_per_token(b["seq_len"]) * (b["tokens"] + evals * cfg["data"]["val_tokens"] / 3)
+    rate, memory = device_of(device)
+    micro = cfg["train"].get("micro_batch") or b["global_batch"] // world_size
+    return Estimate(
+        flops=flops, seconds=flops / (rate * world_size), weights=4 * n, grads=4 * n,
+        state=optimizers.predict_state_bytes(cfg["optimizer"]["name"], model, **hp),
+        activations=activation_bytes(model.config, micro, b["seq_len"], device != "cpu"),
+        device_memory=memory,
+    )
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+def human_seconds(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 3 * 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
