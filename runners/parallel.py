@@ -87,5 +87,16 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(all_reduce_(t, dist.ReduceOp.MAX).item())
 
 
-def full_norm(norm: torch.Tensor) -> float:
-    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+def clip_grad_norm_(params: list[nn.Parameter], max_norm: float | None) -> float:
+    """The global gradient norm, and clipping to max_norm (None: no clipping).
+
+    Under FSDP2 the per-shard norms come back as a partial DTensor: it must be reduced across
+    ranks before the clipping coefficient is taken from it (torchtitan does the same).
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = nn.utils.get_total_norm(grads, foreach=True)
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    if max_norm is not None:
+        nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
+    return float(norm)

@@ -97,6 +97,8 @@ def evaluate(model: torch.nn.Module, val: tuple[torch.Tensor, torch.Tensor], mic
         with autocast:
             _, loss = model(x, y)
         total += loss.double() * len(x)
+    if hasattr(model, "reshard"):  # FSDP2 keeps the root unsharded after a forward
+        model.reshard()
     model.train()
     return (total / len(x_all)).item()
 
@@ -134,6 +136,9 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
     sharded = world.distributed and kind == "fsdp"
     opt_cfg = {k: v for k, v in cfg["optimizer"].items() if k != "name"}
     opt = optimizers.build(cfg["optimizer"]["name"], model, **opt_cfg)
+    # Taken now: after a forward, FSDP2 leaves the root's parameters unsharded (swapped for
+    # full tensors) until the next backward, and model.parameters() would list those.
+    params = [p for p in model.parameters() if p.requires_grad]
     fwd_model = torch.compile(wrapped) if train["compile"] else wrapped
     use_bf16 = device.type == "cuda" and train["dtype"] in ("auto", "bfloat16")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
@@ -161,7 +166,6 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
         progress["best_val_loss"] = progress["val_loss"]
         sinks.log({"step": 0, "tokens": 0, "wall_time_s": 0.0, "val_loss": progress["val_loss"]})
 
-    params = [p for p in model.parameters() if p.requires_grad]
     warm_steps = min(10, steps // 10)  # compile and allocator warm-up, left out of mean tokens/s
     status, diverged_at = "completed", None
     bar = _progress_bar(train["progress"] and world.is_main, steps, progress["step"], folder.path.name)
@@ -183,8 +187,7 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
                         _, loss = fwd_model(xb, yb)
                         (loss * (len(xb) / local_batch)).backward()
                     loss_sum += loss.detach() * len(xb)
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, budget["grad_clip"] or math.inf,
-                                                           foreach=True)
+                grad_norm = parallel.clip_grad_norm_(params, budget["grad_clip"])
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 t1 = time.perf_counter()
@@ -205,7 +208,7 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
                 last = done == steps
                 if done % train["log_every"] == 0 or last:
                     train_loss = parallel.all_reduce_(loss_sum).item() / batch
-                    row = _log_row(done, tokens_per_step, train_loss, lr, parallel.full_norm(grad_norm),
+                    row = _log_row(done, tokens_per_step, train_loss, lr, grad_norm,
                                    t0, t1, t2, progress, device)
                     if progress["first_loss"] is None:
                         progress["first_loss"] = row["train_loss"]
