@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 SCHEMA_VERSION = 1  # the run.json / tuning-file version this analysis reads
-STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
+STATUSES = ("running", "completed", "diverged", "pruned", "failed", "interrupted")
 SUMMARY_FIELDS = (
     "final_val_loss", "best_val_loss", "tokens", "wall_time_s", "tokens_per_s", "mfu",
     "peak_mem_bytes", "peak_mem_kind", "cuda_max_reserved_bytes", "opt_state_bytes",

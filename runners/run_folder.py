@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 SCHEMA_VERSION = 1
-FINISHED = ("completed", "diverged")
+FINISHED = ("completed", "diverged", "pruned")
 PACKAGES = ("torch", "numpy", "optarena", "hydra-core", "optuna", "pandas", "submitit", "wandb")
 
 

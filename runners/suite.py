@@ -33,7 +33,7 @@ from runners.config import ConfigError, resolve_run, run_id
 from runners.data import prepare
 from runners.hydra_app import compose_config
 from runners.launch import LAUNCHERS, launch
-from runners.run_folder import RunFolder
+from runners.run_folder import FINISHED, RunFolder
 
 SUITE_KEYS = ("optimizers", "optimizer_defaults", "models", "seeds", "only", "launcher", "force",
               "plan", "plan_device", "report")
@@ -186,7 +186,7 @@ def run_status(cfg: dict) -> str:
     status = run_folder(cfg).status()
     if status is None:
         return "new"
-    return "finished" if status in ("completed", "diverged") else "resumable"
+    return "finished" if status in FINISHED else "resumable"
 
 
 def _table(rows: list[tuple]) -> str:

@@ -103,8 +103,12 @@ def evaluate(model: torch.nn.Module, val: tuple[torch.Tensor, torch.Tensor], mic
     return (total / len(x_all)).item()
 
 
-def run(raw_cfg: dict) -> dict:
-    """Train one run to its budget (or resume it); returns its run.json."""
+def run(raw_cfg: dict, on_eval=None) -> dict:
+    """Train one run to its budget (or resume it); returns its run.json.
+
+    `on_eval(step, tokens, val_loss) -> bool` is called after each evaluation (on rank 0's
+    numbers, on every rank); returning True stops the run there with status `pruned`, which
+    is final (how a tuner prunes a trial)."""
     world = parallel.world_from_env()
     cfg = resolve_run(raw_cfg, world_size=world.size)
     device = _device(cfg, world)
@@ -115,12 +119,12 @@ def run(raw_cfg: dict) -> dict:
         return folder.read_info()
     parallel.init(world, device)
     try:
-        return _train(cfg, folder, world, device)
+        return _train(cfg, folder, world, device, on_eval)
     finally:
         parallel.shutdown()
 
 
-def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.device) -> dict:
+def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.device, on_eval) -> dict:
     budget, train, data_cfg = cfg["budget"], cfg["train"], cfg["data"]
     steps, seq_len, batch = budget["steps"], budget["seq_len"], budget["global_batch"]
     local_batch = batch // world.size
@@ -219,6 +223,10 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
                     if done % budget["eval_every"] == 0 or last:
                         row["val_loss"] = progress["val_loss"] = evaluate(fwd_model, val, micro, device, autocast)
                         progress["best_val_loss"] = min(progress["best_val_loss"], row["val_loss"])
+                        if on_eval is not None and not last and on_eval(done, row["tokens"], row["val_loss"]):
+                            status = "pruned"
+                            sinks.log(row)
+                            break
                     sinks.log(row)
                     bar.update(done - bar.n)
                     bar.set_postfix(loss=f"{row['train_loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}",
