@@ -1,5 +1,8 @@
 # optarena: every target makes and uses its own virtualenv in .venv.
 #   make suite=tiny          run a suite (tiny, the CPU default, when none is named)
+#   make suite=gpt2_small seeds=3 optimizers=[adamw,adam_mini]
+#   make plan suite=NAME     print the runs, their status, time and memory; run nothing
+#   make tune suite=NAME [optimizers=[...]] [trials=N]   Optuna lr tuning, equal budget per optimizer
 #   make test                the test suite
 #   make bench               the step and training-loop benchmarks
 #   make report suite=tiny   rebuild results/<suite>/report.html from the results folder
@@ -11,11 +14,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 suite ?= tiny
 name ?= shakespeare_bytes
-# Extra key=value overrides for the suite, e.g. make suite=tiny ARGS="seeds=[0,1]"
+# Extra key=value overrides for the suite, e.g. make suite=tiny ARGS="budget.tokens=2e5"
 ARGS ?=
+OVERRIDES = suite=$(suite) $(if $(seeds),seeds=$(seeds)) $(if $(optimizers),only=$(optimizers)) \
+	$(if $(force),force=$(force)) $(if $(device),plan_device=$(device)) $(ARGS)
 
 .DEFAULT_GOAL := run
-.PHONY: run install test bench report data clean
+.PHONY: run plan tune install test bench report data clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +35,13 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 run: install
-	$(PY) -m runners.suite suite=$(suite) $(ARGS)
+	$(PY) -m runners.suite $(OVERRIDES)
+
+plan: install
+	$(PY) -m runners.suite $(OVERRIDES) plan=true
+
+tune: install
+	$(PY) -m runners.tune $(OVERRIDES) $(if $(trials),tune.trials=$(trials))
 
 test: install
 	$(PY) -m pytest -q
