@@ -59,6 +59,8 @@ def resolve_hparams(name: str, **hparams) -> dict[str, Any]:
         )
     merged = {**s.defaults, **hparams}
     if "betas" in merged and merged["betas"] is not None:
+        if not isinstance(merged["betas"], (list, tuple)):
+            raise ValueError(f"optimizer {name!r}: betas={merged['betas']!r} must be a list of numbers")
         merged["betas"] = tuple(merged["betas"])
     return merged
 
