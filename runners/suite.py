@@ -32,7 +32,7 @@ from runners import plan as planning
 from runners.config import ConfigError, resolve_run, run_id
 from runners.data import prepare
 from runners.hydra_app import compose_config
-from runners.launch import LAUNCHERS, launch
+from runners.launch import LAUNCHERS, LaunchFailed, launch
 from runners.run_folder import FINISHED, RunFolder
 
 SUITE_KEYS = ("optimizers", "optimizer_defaults", "models", "seeds", "only", "launcher", "force",
@@ -258,8 +258,10 @@ def run_suite(overrides: list[str]) -> list[dict]:
     resolve_all(suite_cfg)
     print(f"suite {suite_cfg['suite']}: {len(resolved)} runs, {len(resolved) - len(todo)} finished, "
           f"{len(todo)} to run (about {planning.human_seconds(seconds)} on {device})", flush=True)
-    launch(todo, suite_cfg.get("launcher") or {"name": "local"})
-    print(summary_table(resolved))
+    try:
+        launch(todo, suite_cfg.get("launcher") or {"name": "local"})
+    finally:
+        print(summary_table(resolved))
     if suite_cfg.get("report", True):
         from analysis.report import main as report
 
@@ -272,6 +274,8 @@ def main() -> None:
         run_suite(sys.argv[1:])
     except ConfigError as e:
         sys.exit("\n".join(f"error: {line}" for line in e.errors))
+    except LaunchFailed as e:
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

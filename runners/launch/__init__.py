@@ -12,6 +12,10 @@ import importlib
 LAUNCHERS = ("local", "torchrun", "slurm")
 
 
+class LaunchFailed(RuntimeError):
+    """Some runs did not finish; the message names each, with where to look."""
+
+
 def launch(runs: list[dict], launcher_cfg: dict) -> None:
     name = launcher_cfg.get("name")
     if name not in LAUNCHERS:

@@ -11,6 +11,7 @@ import sys
 import tempfile
 
 from runners.config import run_id
+from runners.launch import LaunchFailed
 
 
 def command(cfg_path: str, launcher_cfg: dict) -> list[str]:
@@ -28,4 +29,4 @@ def launch(runs: list[dict], launcher_cfg: dict) -> None:
             f.flush()
             done = subprocess.run(command(f.name, launcher_cfg))
         if done.returncode:
-            raise RuntimeError(f"run {run_id(cfg)} exited with status {done.returncode} under torchrun")
+            raise LaunchFailed(f"run {run_id(cfg)} exited with status {done.returncode} under torchrun")
