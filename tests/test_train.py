@@ -125,3 +125,13 @@ def test_divergence_ends_the_run_cleanly(small_cfg):
     assert rows[-1]["step"] == step
     # Finished: running it again does nothing.
     assert run(small_cfg("optimizer.lr=30.0", "budget.warmup=0"))["diverged_at_step"] == step
+
+
+def test_wandb_is_an_optional_offline_sink(small_cfg, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    info = run(small_cfg("train.wandb=offline", "budget.steps=3"))
+    assert info["status"] == "completed"
+    folder = _folder(small_cfg("budget.steps=3"))
+    offline = list((folder / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(offline) == 1 and offline[0].stat().st_size > 0
+    assert len(_metrics(folder)) == 4  # the run folder is written as always
