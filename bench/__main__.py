@@ -2,7 +2,9 @@
 
 import sys
 
-from bench import train_loop
+from bench import optimizer_step, train_loop
 
 if __name__ == "__main__":
-    sys.exit(train_loop.main([]))
+    status = train_loop.main([])
+    status |= optimizer_step.main([])
+    sys.exit(status)

@@ -14,6 +14,8 @@ from . import adam_mini  # noqa: E402,F401
 from . import adafactor  # noqa: E402,F401
 from . import came  # noqa: E402,F401
 from . import sm3  # noqa: E402,F401
+from . import lamb  # noqa: E402,F401
+from . import ademamix  # noqa: E402,F401
 
 __all__ = [
     "OptimizerSpec", "build", "names", "predict_state_bytes", "register", "resolve_hparams",

@@ -36,7 +36,9 @@ class Adafactor(BucketedOptimizer):
     def __init__(self, params, lr=1e-3, beta1=0.9, decay_rate=-0.8, eps=(1e-30, 1e-3),
                  clip_threshold=1.0, weight_decay=0.0, relative_step=False, scale_parameter=False):
         check_tuple("adafactor", "eps", eps, "(eps1, eps2)")
-        check_common("adafactor", lr, weight_decay, (beta1,), eps)
+        check_common("adafactor", lr, weight_decay, eps=eps)
+        if beta1 is not None:
+            check_range("adafactor", "beta1", beta1, 0.0, 1.0)
         check_range("adafactor", "decay_rate", decay_rate, -float("inf"), 0.0, hi_open=False)
         check_positive("adafactor", "clip_threshold", clip_threshold)
         check_flag("adafactor", "relative_step", relative_step)

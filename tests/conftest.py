@@ -2,7 +2,15 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
+# One thread per process: on two shared cores, torch's default two threads make small CPU
+# steps several times slower (each parallel region waits for a core another process holds).
+# Subprocesses inherit it, so runs compared across processes use the same arithmetic.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))

@@ -234,7 +234,7 @@ def test_weight_decay_only_on_matrices():
 
 @pytest.mark.parametrize("name,hp,param", [
     ("adafactor", dict(lr=-1.0), "lr"),
-    ("adafactor", dict(beta1=1.0), "betas[0]"),
+    ("adafactor", dict(beta1=1.0), "beta1"),
     ("adafactor", dict(decay_rate=0.5), "decay_rate"),
     ("adafactor", dict(eps=(1e-30, -1.0)), "eps"),
     ("adafactor", dict(clip_threshold=0.0), "clip_threshold"),

@@ -1,0 +1,34 @@
+"""Cutting a multi-tensor step into chunks, so that its temporaries stay small on the CPU.
+
+A `torch._foreach_*` op over a whole model allocates its full-size temporaries at once. On the
+CPU an allocation that large is mapped fresh from the kernel every step and page-faulted in,
+which costs about as much as the arithmetic (measured: a 0.5 GB temporary made LAMB's step on
+GPT-2 small ~30% slower); the temporaries of chunks of a few million elements are recycled by the
+allocator from one chunk to the next instead. CUDA's caching allocator already recycles, and
+fewer, larger launches are faster there, so CUDA tensors are not cut.
+
+The cuts follow global sizes, so every rank of a sharded model cuts the same chunks and a
+collective issued per chunk matches up across ranks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+CPU_CHUNK_NUMEL = 1 << 22  # 16 MB of fp32
+
+
+def chunks(params: list[torch.Tensor]):
+    """Yield consecutive runs of `params`, each at most CPU_CHUNK_NUMEL elements on the CPU
+    (a larger tensor gets a run of its own), or all of them at once elsewhere."""
+    if not params or params[0].device.type != "cpu":
+        yield params
+        return
+    run, size = [], 0
+    for p in params:
+        if run and size + p.numel() > CPU_CHUNK_NUMEL:
+            yield run
+            run, size = [], 0
+        run.append(p)
+        size += p.numel()
+    yield run

@@ -1,0 +1,177 @@
+"""Suites: expansion at equal budgets, validation of every field, planning, idempotent launches."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runners.config import ConfigError
+from runners.hydra_app import compose_config
+from runners.suite import expand, plan_text, resolve_all, run_status, run_suite
+from tests.conftest import REPO, SMALL_RUN
+
+
+def suite(tmp_path, *overrides):
+    return compose_config(["suite=tiny", *SMALL_RUN, f"results_dir={tmp_path}", *overrides])
+
+
+def test_expansion_is_models_x_optimizers_x_lrs_x_seeds_at_one_budget(tmp_path):
+    cfg = suite(tmp_path, "optimizers={adamw:{lr:[1e-3,3e-3]},adam_mini:{}}", "seeds=2",
+                "optimizer_defaults={weight_decay:0.05}")
+    runs = resolve_all(cfg)
+    assert [(r["optimizer"]["name"], r["optimizer"]["lr"], r["seed"]) for r in runs] == [
+        ("adamw", 1e-3, 0), ("adamw", 1e-3, 1), ("adamw", 3e-3, 0), ("adamw", 3e-3, 1),
+        ("adam_mini", 1e-3, 0), ("adam_mini", 1e-3, 1)]
+    assert all(r["optimizer"]["weight_decay"] == 0.05 for r in runs)
+    # Equal budgets: everything but the optimizer and the seed is the same for every run.
+    for key in ("model", "data", "budget"):
+        assert all(r[key] == runs[0][key] for r in runs)
+
+
+def test_only_and_seed_count_overrides(tmp_path):
+    runs = expand(suite(tmp_path, "only=[adamw,adam_mini]", "seeds=3"))
+    assert sorted({r["optimizer"]["name"] for r in runs}) == ["adam_mini", "adamw"]
+    assert sorted(r["seed"] for r in runs if r["optimizer"]["name"] == "adamw") == [0, 1, 2]
+
+
+def test_ademamix_warmups_are_derived_from_the_budget(tmp_path):
+    run = resolve_all(suite(tmp_path, "only=[ademamix]", "budget.steps=30"))[0]
+    assert run["optimizer"]["alpha_warmup"] == run["optimizer"]["beta3_warmup"] == 30
+
+
+def test_lr_tuned_reads_tuned_yaml(tmp_path):
+    with pytest.raises(ConfigError, match=r"optimizers.adamw.lr=tuned: .*tuned.yaml has no lr .*make tune"):
+        expand(suite(tmp_path, "optimizers={adamw:{lr:tuned}}"))
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "tuned.yaml").write_text("nano:\n  adamw: {lr: 0.0042}\n")
+    assert expand(suite(tmp_path, "optimizers={adamw:{lr:tuned}}"))[0]["optimizer"]["lr"] == 0.0042
+
+
+# Each malformed suite is rejected with a message naming the field.
+MALFORMED = [
+    (["model=gpt5"], "unknown model 'gpt5'"),
+    (["models=[gpt2_small,gpt9]"], "unknown model 'gpt9'"),
+    (["optimizers=[adamw,adamx]"], "optimizers.adamx: unknown optimizer 'adamx'"),
+    (["optimizers=3"], "optimizers=3: give a list of names"),
+    (["data.name=tinystories"], "unknown data set 'tinystories'"),
+    (["budget.tokens=4096", "budget.steps=30"], "budget: tokens=4096 and steps=30 are both set"),
+    (["budget.steps=null"], "budget: set budget.tokens or budget.steps"),
+    (["optimizers={adamw:{lr:null}}"], "optimizers.adamw.lr=None: give a number"),
+    (["optimizers={adamw:{lr:[1e-3,fast]}}"], "optimizers.adamw.lr=[0.001, 'fast']"),
+    (["optimizers={adamw:{lr:-1.0}}"], "optimizer 'adamw': lr=-1.0 is outside"),
+    (["budget.global_batch=10", "train.micro_batch=4"], "budget.global_batch=10 is not divisible"),
+    (["seeds=abc"], "seeds='abc': give a list of integers"),
+    (["seeds=[0,0]"], "seeds=[0, 0]: a seed is listed twice"),
+    (["seeds=[-1]"], "every seed must be an integer >= 0"),
+    (["budget.steps=-3"], "budget.steps=-3 must be a positive number"),
+    (["budget.warmup=40"], "budget.warmup=40 steps is not shorter than the run"),
+    (["budget.warmup=1.5"], "budget.warmup=1.5 as a fraction must be below 1"),
+    (["budget.schedule=linear"], "budget.schedule='linear': choose one of cosine, constant, wsd"),
+    (["budget.min_lr_ratio=2"], "budget.min_lr_ratio=2 must be in [0, 1]"),
+    (["budget.seq_len=64"], "budget.seq_len=64 exceeds the model's block_size=32"),
+    (["data.val_tokens=0"], "data.val_tokens=0 must be a positive integer"),
+    (["optimizers={adamw:{momentum:0.9}}"], "optimizer 'adamw': unknown option(s) ['momentum']"),
+    (["optimizers={adam_mini:{betas:[0.9,1.5]}}"], "optimizer 'adam_mini': betas[1]=1.5"),
+    (["only=adamw"], "only='adamw': give a list of optimizer names"),
+    (["launcher.name=kubernetes"], "launcher="),
+    (["train.parallel=tensor"], "train.parallel='tensor': choose ddp or fsdp"),
+    (["budget.grad_clip=-1"], "budget.grad_clip=-1 must be positive"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", MALFORMED, ids=[m[1][:40] for m in MALFORMED])
+def test_malformed_suite_is_rejected_naming_the_field(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        run_suite(["suite=tiny", *SMALL_RUN, f"results_dir={tmp_path}", "report=false", *overrides])
+    assert any(message in line for line in err.value.errors), err.value.errors
+    assert not any(tmp_path.iterdir()), "nothing may be written for an invalid suite"
+
+
+def test_every_error_of_a_suite_is_reported_at_once(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        run_suite(["suite=tiny", *SMALL_RUN, f"results_dir={tmp_path}", "budget.steps=-3",
+                   "budget.schedule=linear", "seeds=[0,0]", "optimizers=[adamw,adamx]"])
+    assert len(err.value.errors) >= 3, err.value.errors
+
+
+def test_plan_runs_nothing_and_flags_what_does_not_fit(tmp_path, capsys):
+    run_suite(["suite=gpt2_xl", f"results_dir={tmp_path}", "plan=true", "plan_device=rtx4090"])
+    out = capsys.readouterr().out
+    assert "24,576,000,000 tokens = 50,000 steps of 480 x 1024" in out
+    assert out.count(" NO") == 7 and "gpt2_xl-adam_mini-lr0.0001-s0-" in out
+    assert not any(tmp_path.iterdir())
+    run_suite(["suite=gpt2_small", f"results_dir={tmp_path}", "plan=true", "plan_device=h100"])
+    assert capsys.readouterr().out.count(" yes") == 7
+
+
+def test_gpt2_small_without_a_gpu_does_not_start(tmp_path):
+    with pytest.raises(ConfigError, match=r"no GPU is visible .* would take about .* force=true"):
+        run_suite(["suite=gpt2_small", f"results_dir={tmp_path}"])
+    assert not any(tmp_path.iterdir())
+
+
+def test_plan_memory_prediction_against_measurement(tmp_path):
+    """CPU: predicted weights + grads + state + activations vs the peak RSS a run adds."""
+    script = f"""
+import json, resource, sys
+sys.path.insert(0, {str(REPO)!r})
+from runners.hydra_app import compose_config
+from runners.config import resolve_run
+from runners import plan, train
+cfg = resolve_run(compose_config(["model=nano", "model.n_layer=4", "model.n_embd=256",
+    "model.vocab_size=50304", "budget.seq_len=128", "budget.global_batch=8", "budget.tokens=null",
+    "budget.steps=3", "data.val_tokens=4096", "train.progress=false", "results_dir={tmp_path}",
+    "data=shakespeare_gpt2", "model.block_size=128"]))
+est = plan.estimate(cfg, "cpu")
+import torch; torch.zeros(1)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+train.run(cfg)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({{"predicted": est.peak, "measured": after - before}}))
+"""
+    from runners.data import prepare
+    prepare("shakespeare_gpt2")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    ratio = figures["measured"] / figures["predicted"]
+    print("measured / predicted peak:", ratio, figures)
+    assert 0.7 < ratio < 1.5, figures
+
+
+def test_launching_twice_runs_each_run_once(tmp_path):
+    args = ["suite=tiny", *SMALL_RUN, f"results_dir={tmp_path}", "only=[adamw,adam_mini]",
+            "budget.steps=10"]
+    runs = run_suite(args)
+    assert (tmp_path / "tiny" / "report.html").exists()  # a suite ends with its report
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("run.json")}
+    assert len(stamps) == 2 and all(run_status(r) == "finished" for r in runs)
+    run_suite([*args, "report=false"])
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("run.json")} == stamps
+
+
+def test_killing_a_suite_midway_then_relaunching_finishes_the_rest(tmp_path):
+    args = ["suite=tiny", *SMALL_RUN, f"results_dir={tmp_path}", "only=[adamw,adam_mini,sm3]",
+            "budget.steps=40", "train.ckpt_every=5", "report=false"]
+    proc = subprocess.Popen([sys.executable, "-m", "runners.suite", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 180
+    while time.time() < deadline:  # kill it during the second run, past its first checkpoint
+        infos = [json.loads(p.read_text()) for p in tmp_path.rglob("run.json")]
+        if len(infos) == 2 and any(i["status"] == "running" and i["step"] >= 12 for i in infos):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = next(p for p in tmp_path.rglob("run.json") if json.loads(p.read_text())["status"] == "completed")
+    first_stamp = first.stat().st_mtime_ns
+    runs = run_suite(args)
+    assert all(run_status(r) == "finished" for r in runs) and len(runs) == 3
+    assert first.stat().st_mtime_ns == first_stamp  # the finished run was not redone
+    for metrics in tmp_path.rglob("metrics.jsonl"):
+        steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+        assert steps == list(range(41))  # resumed without duplicated rows
