@@ -24,9 +24,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import local
 from .factored import (
-    BucketedOptimizer, all_reduce_, check_flag, check_positive, check_tuple, local, rms_directions,
-    stat_numel, stat_zeros,
+    BucketedOptimizer, all_reduce_, check_flag, check_positive, check_tuple, rms_directions, stat_numel, stat_zeros,
 )
 from .grouping import decay_groups, trainable
 from .registry import OptimizerSpec, check_common, check_range, register

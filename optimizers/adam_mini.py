@@ -31,6 +31,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor, Replicate, Shard
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
+from .base import GroupwiseOptimizer, local
 from .partition import Layout, partition
 from .registry import OptimizerSpec, check_common, check_range, register
 
@@ -48,12 +49,8 @@ class _Plan:
     group: dist.ProcessGroup | None  # set when the blocks must be summed across ranks
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if isinstance(t, DTensor) else t
-
-
 def _plan(p: torch.Tensor, layout: Layout) -> _Plan:
-    local = _local(p)
+    shard = local(p)
     first_row, group = 0, None
     if isinstance(p, DTensor):
         shards = [(i, pl) for i, pl in enumerate(p.placements) if isinstance(pl, Shard)]
@@ -63,25 +60,25 @@ def _plan(p: torch.Tensor, layout: Layout) -> _Plan:
             _, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
             first_row = offset[0] * (layout.rows // p.shape[0])
             group = p.device_mesh.get_group(shards[0][0])
-    rows = local.numel() // layout.cols
-    index = None if layout.one_row_per_block else layout.row_to_block(local.device)
+    rows = shard.numel() // layout.cols
+    index = None if layout.one_row_per_block else layout.row_to_block(shard.device)
     return _Plan(
         cols=layout.cols, first_row=first_row, rows=rows, n_blocks=layout.n_blocks,
         row_to_block=None if index is None else index[first_row:first_row + rows],
-        inv_block_numel=layout.block_numel(local.dtype, local.device).reciprocal_(),
+        inv_block_numel=layout.block_numel(shard.dtype, shard.device).reciprocal_(),
         group=group,
     )
 
 
 def _zeros_v(p: torch.Tensor, n: int) -> torch.Tensor:
-    local = _local(p).new_zeros(n)
+    zeros = local(p).new_zeros(n)
     if isinstance(p, DTensor):  # a DTensor, so that distributed checkpoints see it as state
-        return DTensor.from_local(local, p.device_mesh, [Replicate()] * p.device_mesh.ndim,
+        return DTensor.from_local(zeros, p.device_mesh, [Replicate()] * p.device_mesh.ndim,
                                   run_check=False)
-    return local
+    return zeros
 
 
-class AdamMini(torch.optim.Optimizer):
+class AdamMini(GroupwiseOptimizer):
     """Takes the model, not its parameters: the partition comes from the model's structure.
 
     Two param groups: the decayed tensors, and the norms and biases (weight_decay 0).
@@ -102,16 +99,6 @@ class AdamMini(torch.optim.Optimizer):
                          dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
         self._plans = {p: _plan(p, lay) for p, lay in layouts.items()}
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            self._step_group(group)
-        return loss
-
     def _step_group(self, group: dict) -> None:
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
@@ -121,10 +108,10 @@ class AdamMini(torch.optim.Optimizer):
         plans = [self._plans[p] for p in params]
         states = [self._state(p, plan) for p, plan in zip(params, plans)]
         # (rows, cols) views of this rank's slice; in-place ops on them update the parameters.
-        ps = [_local(p).view(-1, plan.cols) for p, plan in zip(params, plans)]
-        gs = [_local(p.grad).view(-1, plan.cols) for p, plan in zip(params, plans)]
-        ms = [_local(s["m"]).view(-1, plan.cols) for s, plan in zip(states, plans)]
-        vs = [_local(s["v"]) for s in states]
+        ps = [local(p).view(-1, plan.cols) for p, plan in zip(params, plans)]
+        gs = [local(p.grad).view(-1, plan.cols) for p, plan in zip(params, plans)]
+        ms = [local(s["m"]).view(-1, plan.cols) for s, plan in zip(states, plans)]
+        vs = [local(s["v"]) for s in states]
 
         means = self._block_means(gs, plans)
         torch._foreach_mul_(vs, beta2)

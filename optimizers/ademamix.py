@@ -31,9 +31,10 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from .base import GroupwiseOptimizer, local
 from .chunking import chunks
 from .grouping import decay_groups, trainable
-from .registry import OptimizerSpec, _local, check_common, check_range, register
+from .registry import OptimizerSpec, check_common, check_range, register
 
 
 def alpha_at(step: int, alpha: float, warmup: int | None) -> float:
@@ -57,7 +58,7 @@ def beta3_at(step: int, beta1: float, beta3: float, warmup: int | None) -> float
     return 0.5 ** (1 / (half_life + 1))
 
 
-class AdEMAMix(torch.optim.Optimizer):
+class AdEMAMix(GroupwiseOptimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999, 0.9999), alpha=5.0, alpha_warmup=None,
                  beta3_warmup=None, eps=1e-8, weight_decay=0.0):
         if len(betas) != 3:
@@ -77,27 +78,20 @@ class AdEMAMix(torch.optim.Optimizer):
             beta3_warmup=beta3_warmup, eps=eps, weight_decay=weight_decay,
         ))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            # Steps are per parameter (Apple's); they differ only where a grad was once None.
-            by_step = defaultdict(list)
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    self._init_state(state, p, group["betas"][0])
-                state["step"] += 1
-                by_step[state["step"]].append(p)
-            for step, params in by_step.items():
-                for run in chunks(params):
-                    self._update(group, run, step)
-        return loss
+    def _step_group(self, group: dict) -> None:
+        # Steps are per parameter (Apple's); they differ only where a grad was once None.
+        by_step = defaultdict(list)
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if not state:
+                self._init_state(state, p, group["betas"][0])
+            state["step"] += 1
+            by_step[state["step"]].append(p)
+        for step, params in by_step.items():
+            for run in chunks(params):
+                self._update(group, run, step)
 
     @staticmethod
     def _init_state(state: dict, p: torch.Tensor, beta1: float) -> None:
@@ -114,12 +108,12 @@ class AdEMAMix(torch.optim.Optimizer):
         bias_correction1 = 1 - beta1**step
         bias_correction2 = 1 - beta2**step
 
-        theta = [_local(p) for p in params]
-        grads = [_local(p.grad) for p in params]
-        slows = [_local(self.state[p]["exp_avg_slow"]) for p in params]
-        exp_avg_sqs = [_local(self.state[p]["exp_avg_sq"]) for p in params]
+        theta = [local(p) for p in params]
+        grads = [local(p.grad) for p in params]
+        slows = [local(self.state[p]["exp_avg_slow"]) for p in params]
+        exp_avg_sqs = [local(self.state[p]["exp_avg_sq"]) for p in params]
         if beta1 != 0:
-            fasts = [_local(self.state[p]["exp_avg_fast"]) for p in params]
+            fasts = [local(self.state[p]["exp_avg_fast"]) for p in params]
             torch._foreach_lerp_(fasts, grads, 1 - beta1)
         else:
             fasts = grads  # Apple: with beta1 = 0 the fast EMA is the gradient itself
@@ -153,7 +147,7 @@ def build(model: nn.Module, lr, betas, alpha, alpha_warmup, beta3_warmup, eps,
 def predict_state_bytes(model: nn.Module, betas, **_) -> int:
     # Slow EMA and v, plus the fast EMA unless beta1 = 0; this rank's shard under FSDP.
     n_buffers = 2 if betas[0] == 0 else 3
-    return sum(n_buffers * _local(p).numel() * p.element_size() for p in trainable(model))
+    return sum(n_buffers * local(p).numel() * p.element_size() for p in trainable(model))
 
 
 SPEC = register(OptimizerSpec(

@@ -25,10 +25,8 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.distributed.tensor import DTensor, Replicate
 
+from .base import GroupwiseOptimizer, local
 
-def local(t: Tensor) -> Tensor:
-    """This rank's part of t (t itself unless it is a DTensor); in-place ops on it update t."""
-    return t.to_local() if isinstance(t, DTensor) else t
 
 
 def _collapsed(shape, dims) -> list[int]:
@@ -123,20 +121,13 @@ def buckets(params: list[Tensor]):
         yield run, scratch
 
 
-class BucketedOptimizer(torch.optim.Optimizer):
+class BucketedOptimizer(GroupwiseOptimizer):
     """step() for the three: each group's parameters that have a gradient go, bucket by bucket
     (see `buckets`), to the subclass's `_update(group, params, scratch)`."""
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for params, scratch in buckets([p for p in group["params"] if p.grad is not None]):
-                self._update(group, params, scratch)
-        return loss
+    def _step_group(self, group: dict) -> None:
+        for params, scratch in buckets([p for p in group["params"] if p.grad is not None]):
+            self._update(group, params, scratch)
 
     def _update(self, group: dict, params: list[Tensor], scratch: list) -> None:
         raise NotImplementedError

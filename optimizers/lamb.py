@@ -33,9 +33,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from .base import GroupwiseOptimizer, local
 from .chunking import chunks
 from .grouping import decay_groups, trainable
-from .registry import OptimizerSpec, _local, check_common, register
+from .registry import OptimizerSpec, check_common, register
 
 # cybertronai's cap on |theta| in the trust ratio: keeps large tensors from taking huge steps.
 WEIGHT_NORM_CAP = 10.0
@@ -58,7 +59,7 @@ def _global_norms(local_tensors: list[torch.Tensor], sharding) -> torch.Tensor:
     return squares.sqrt()
 
 
-class Lamb(torch.optim.Optimizer):
+class Lamb(GroupwiseOptimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0):
         if len(betas) != 2:
             raise ValueError(f"optimizer 'lamb': betas must be (beta1, beta2), got {betas!r}")
@@ -66,22 +67,15 @@ class Lamb(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
                                       weight_decay=weight_decay))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            # The norm all-reduce needs one mesh per batch; under FSDP2 that is every parameter.
-            by_sharding = defaultdict(list)
-            for p in group["params"]:
-                if p.grad is not None:
-                    by_sharding[_sharding(p)].append(p)
-            for sharding, params in by_sharding.items():
-                for run in chunks(params):
-                    self._update(group, run, sharding)
-        return loss
+    def _step_group(self, group: dict) -> None:
+        # The norm all-reduce needs one mesh per batch; under FSDP2 that is every parameter.
+        by_sharding = defaultdict(list)
+        for p in group["params"]:
+            if p.grad is not None:
+                by_sharding[_sharding(p)].append(p)
+        for sharding, params in by_sharding.items():
+            for run in chunks(params):
+                self._update(group, run, sharding)
 
     def _update(self, group: dict, params: list[torch.Tensor], sharding) -> None:
         beta1, beta2 = group["betas"]
@@ -90,10 +84,10 @@ class Lamb(torch.optim.Optimizer):
             if not state:
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        theta = [_local(p) for p in params]
-        grads = [_local(p.grad) for p in params]
-        exp_avgs = [_local(self.state[p]["exp_avg"]) for p in params]
-        exp_avg_sqs = [_local(self.state[p]["exp_avg_sq"]) for p in params]
+        theta = [local(p) for p in params]
+        grads = [local(p.grad) for p in params]
+        exp_avgs = [local(self.state[p]["exp_avg"]) for p in params]
+        exp_avg_sqs = [local(self.state[p]["exp_avg_sq"]) for p in params]
 
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
@@ -126,7 +120,7 @@ def build(model: nn.Module, lr, betas, eps, weight_decay) -> Lamb:
 
 def predict_state_bytes(model: nn.Module, **_) -> int:
     # m and v in the parameter's dtype, of this rank's shard (the whole tensor without FSDP).
-    return sum(2 * _local(p).numel() * p.element_size() for p in trainable(model))
+    return sum(2 * local(p).numel() * p.element_size() for p in trainable(model))
 
 
 SPEC = register(OptimizerSpec(

@@ -12,6 +12,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .base import local
+
 
 @dataclass(frozen=True)
 class OptimizerSpec:
@@ -73,18 +75,14 @@ def predict_state_bytes(name: str, model: nn.Module, **hparams) -> int:
     return spec(name).predict_state_bytes(model, **resolve_hparams(name, **hparams))
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if hasattr(t, "to_local") else t
-
-
 def state_bytes(opt: torch.optim.Optimizer) -> int:
     """Bytes of every tensor the optimizer holds in its state, on this rank."""
     total = 0
     for per_param in opt.state.values():
         for value in per_param.values():
             if isinstance(value, torch.Tensor):
-                local = _local(value)
-                total += local.numel() * local.element_size()
+                shard = local(value)
+                total += shard.numel() * shard.element_size()
     return total
 
 

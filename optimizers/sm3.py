@@ -23,7 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .factored import BucketedOptimizer, all_reduce_, local, split_factored, stat_numel, stat_zeros
+from .base import local
+from .factored import BucketedOptimizer, all_reduce_, split_factored, stat_numel, stat_zeros
 from .grouping import trainable
 from .registry import OptimizerSpec, check_common, check_range, register
 
