@@ -2,7 +2,7 @@
 #   make suite=tiny          run a suite (tiny, the CPU default, when none is named)
 #   make suite=gpt2_small seeds=3 optimizers=[adamw,adam_mini]
 #   make plan suite=NAME     print the runs, their status, time and memory; run nothing
-#   make tune suite=NAME [optimizers=[...]] [trials=N]   Optuna lr tuning, equal budget per optimizer
+#   make tune suite=NAME [optimizers=[...]] [trials=N]   Optuna lr tuning -> results/<suite>/tuned.yaml
 #   make test                the test suite
 #   make bench               the step and training-loop benchmarks
 #   make report suite=tiny   rebuild results/<suite>/report.html from the results folder

@@ -21,7 +21,6 @@ written if any run is invalid. Finished runs are skipped and interrupted ones re
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 
 import torch
@@ -32,11 +31,11 @@ from runners import plan as planning
 from runners.config import ConfigError, resolve_run, run_id
 from runners.data import prepare
 from runners.hydra_app import compose_config
-from runners.launch import LAUNCHERS, LaunchFailed, launch
+from runners.launch import LAUNCHERS, launch
 from runners.run_folder import FINISHED, RunFolder
 
 SUITE_KEYS = ("optimizers", "optimizer_defaults", "models", "seeds", "only", "launcher", "force",
-              "plan", "plan_device", "report")
+              "plan", "plan_device", "report", "tune")
 # Starting a suite on a device where the plan says it takes longer than this needs force=true.
 SLOW_SUITE_SECONDS = 3600
 
@@ -59,7 +58,8 @@ def _seeds(value, errors: list[str]) -> list[int]:
     return value
 
 
-def _optimizers(suite_cfg: dict, errors: list[str]) -> dict[str, dict]:
+def optimizer_arms(suite_cfg: dict, errors: list[str]) -> dict[str, dict]:
+    """The suite's optimizers, each with its hyper-parameters (optimizer_defaults merged in)."""
     listed = suite_cfg.get("optimizers")
     if listed is None:  # a single optimizer from the `optimizer` group
         listed = {suite_cfg["optimizer"]["name"]: {k: v for k, v in suite_cfg["optimizer"].items()
@@ -132,7 +132,7 @@ def _expand(suite_cfg: dict) -> tuple[list[dict], list[str]]:
     errors: list[str] = []
     seeds = suite_cfg.get("seeds")
     seeds = _seeds([suite_cfg.get("seed", 0)] if seeds is None else seeds, errors) or [0]
-    listed = _optimizers(suite_cfg, errors)
+    listed = optimizer_arms(suite_cfg, errors)
     models = suite_cfg.get("models") or [suite_cfg["model"]["name"]]
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
         errors.append(f"models={models!r}: give a list of model presets, e.g. [gpt2_small]")
@@ -269,14 +269,7 @@ def run_suite(overrides: list[str]) -> list[dict]:
     return resolved
 
 
-def main() -> None:
-    try:
-        run_suite(sys.argv[1:])
-    except ConfigError as e:
-        sys.exit("\n".join(f"error: {line}" for line in e.errors))
-    except LaunchFailed as e:
-        sys.exit(f"error: {e}")
-
-
 if __name__ == "__main__":
-    main()
+    from runners.cli import main
+
+    main(run_suite)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from runners.config import ConfigError
-from runners.hydra_app import compose_config
 from runners.train import run
 from tests.conftest import REPO, SMALL_RUN
 

@@ -5,13 +5,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from runners.config import ConfigError
 from runners.hydra_app import compose_config
-from runners.suite import expand, plan_text, resolve_all, run_status, run_suite
+from runners.suite import expand, resolve_all, run_status, run_suite
 from tests.conftest import REPO, SMALL_RUN
 
 

@@ -1,7 +1,6 @@
 """The training engine end to end: the run folder, exact resume, idempotency, divergence."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -1,0 +1,357 @@
+"""Optuna learning-rate tuning at equal cost: one study per (suite, model, optimizer).
+
+    python -m runners.tune suite=tiny [only=[adamw,lamb]] [tune.trials=8] [tune.workers=2] [...]
+
+Every optimizer gets the same number of trials and every trial the same token budget, a
+fraction of the suite's with the schedule (warmup, decay, evaluations) re-derived for it in the
+same way for all. A trial is a run like any other (its own run folder, resumable), and a study
+is an Optuna study in a storage that any number of workers share (runners/tune_worker.py keeps
+the trial count exact and resumes the trials of killed workers). Launching it again continues
+where it stopped.
+
+Options, as `tune.<key>=value` overrides (or a `tune:` section in a suite file):
+  trials               20      trials per study, whatever their outcome
+  budget_fraction      1.0     each trial's tokens as a fraction of the suite's budget
+  lr_range             null    [lo, hi], sampled log-uniformly; null: a decade on each side of
+                               AdamW's lr in the suite
+  search_warmup        false   also sample the warmup, as a fraction of the trial's steps:
+                               true for [0, 0.2], or [lo, hi]
+  search_weight_decay  false   also sample the weight decay log-uniformly (optimizers that
+                               have one): true for [1e-3, 1], or [lo, hi]
+  sampler              tpe     tpe (seeded TPE) | grid (`trials` log-spaced lrs over lr_range)
+  seed                 0       the sampler's seed: one worker gives the same study every time
+  startup_trials       null    random trials before TPE models the results, and completed trials
+                               before the median pruner prunes; null: a quarter of the trials, 2 to 10
+  pruner               median  median | hyperband | none, on the val loss at each evaluation
+                               (the median pruner leaves the first quarter of a trial alone)
+  storage              sqlite  sqlite (tuning/optuna.db) | journal (tuning/journal.log) | an RDB URL
+  workers              1       worker processes on this machine (CUDA: spread over the visible GPUs)
+
+What it writes under results/<suite>/:
+  tuning/trials/<run_id>/  one run folder per trial (apart from the suite's own runs)
+  tuning/<study>.json      the trials, their outcomes and cost (analysis/load.py reads it)
+  tuned.yaml               {model: {optimizer: {lr, value, trials, stable_band, ...}}} once a
+                           study has all its trials; a suite uses it with `lr: tuned`
+Watch it live with `optuna-dashboard sqlite:///results/<suite>/tuning/optuna.db`
+(or `optuna-dashboard results/<suite>/tuning/journal.log`).
+
+On a cluster, start it as several jobs that share the results folder, each a worker, e.g.
+`sbatch --array=0-7 --gpus=1 --wrap "python -m runners.tune suite=X tune.storage=journal"`:
+the trial budget is shared through the storage and a file lock in results/<suite>/tuning/,
+and a preempted job's trial is resumed by the next job to look for work.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+
+import optimizers
+from runners import plan as planning
+from runners.config import ConfigError, resolve_run
+from runners.data import prepare
+from runners.hydra_app import compose_config
+from runners.suite import SLOW_SUITE_SECONDS, expand, optimizer_arms
+from runners.launch import LaunchFailed
+from runners.tune_worker import (
+    FINISHED, flock, stable_lr_band, storage, summarize, trial_config, work, write_records,
+)
+
+TUNE_DEFAULTS = {
+    "trials": 20, "budget_fraction": 1.0, "lr_range": None, "search_warmup": False,
+    "search_weight_decay": False, "sampler": "tpe", "seed": 0, "startup_trials": None,
+    "pruner": "median", "storage": "sqlite", "workers": 1,
+}
+SEARCH_RANGES = {"search_warmup": ("warmup", [0.0, 0.2], False),
+                 "search_weight_decay": ("weight_decay", [1e-3, 1.0], True)}
+SAMPLERS, PRUNERS = ("tpe", "grid"), ("median", "hyperband", "none")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _interval(errors: list[str], key: str, value, lo_min: float, hi_max: float) -> list | None:
+    if (isinstance(value, list) and len(value) == 2 and all(_number(v) for v in value)
+            and lo_min <= value[0] < value[1] <= hi_max):
+        return [float(v) for v in value]
+    errors.append(f"tune.{key}={value!r}: give [lo, hi] with {lo_min:g} <= lo < hi"
+                  + (f" <= {hi_max:g}" if math.isfinite(hi_max) else ""))
+    return None
+
+
+def options(suite_cfg: dict) -> dict:
+    """The suite's `tune` options over the defaults, checked; every problem at once."""
+    given = suite_cfg.get("tune") or {}
+    if not isinstance(given, dict):
+        raise ConfigError([f"tune={given!r}: give tune.<key>=value overrides"])
+    errors = [f"tune.{k}: not an option; choose among {', '.join(TUNE_DEFAULTS)} (runners/tune.py)"
+              for k in sorted(set(given) - set(TUNE_DEFAULTS))]
+    opts = {**TUNE_DEFAULTS, **given}
+    for key in ("trials", "workers"):
+        if isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 1:
+            errors.append(f"tune.{key}={opts[key]!r} must be a positive integer")
+    if not _number(opts["budget_fraction"]) or not 0 < opts["budget_fraction"] <= 1:
+        errors.append(f"tune.budget_fraction={opts['budget_fraction']!r} must be in (0, 1]")
+    if opts["lr_range"] is not None:
+        opts["lr_range"] = _interval(errors, "lr_range", opts["lr_range"], math.ulp(0), math.inf)
+    for key, (_, default, log) in SEARCH_RANGES.items():
+        value = default if opts[key] is True else opts[key]
+        if value is not False:
+            value = _interval(errors, key, value, math.ulp(0) if log else 0.0, math.inf if log else 0.99)
+        opts[key] = value or None
+    if opts["sampler"] not in SAMPLERS:
+        errors.append(f"tune.sampler={opts['sampler']!r}: choose one of {', '.join(SAMPLERS)}")
+    elif opts["sampler"] == "grid" and (opts["search_warmup"] or opts["search_weight_decay"]):
+        errors.append("tune.sampler=grid searches the lr alone: use tune.sampler=tpe to search "
+                      "warmup or weight decay too")
+    if isinstance(opts["seed"], bool) or not isinstance(opts["seed"], int) or opts["seed"] < 0:
+        errors.append(f"tune.seed={opts['seed']!r} must be an integer >= 0")
+    startup = opts["startup_trials"]
+    if startup is None and isinstance(opts["trials"], int):
+        opts["startup_trials"] = min(10, max(2, opts["trials"] // 4))
+    elif isinstance(startup, bool) or not isinstance(startup, int) or startup < 0:
+        errors.append(f"tune.startup_trials={startup!r} must be an integer >= 0, or null")
+    opts["pruner"] = "none" if opts["pruner"] is None else opts["pruner"]
+    if opts["pruner"] not in PRUNERS:
+        errors.append(f"tune.pruner={opts['pruner']!r}: choose one of {', '.join(PRUNERS)}")
+    store = opts["storage"]
+    if not isinstance(store, str) or (store not in ("sqlite", "journal") and "://" not in store):
+        errors.append(f"tune.storage={store!r}: choose sqlite, journal, or an RDB URL "
+                      "(e.g. postgresql://user:pass@host/db)")
+    if errors:
+        raise ConfigError(errors)
+    return opts
+
+
+def _adamw_lr(suite_cfg: dict) -> float:
+    """AdamW's lr in the suite (the centre of the default range): its own, else the suite's
+    shared one, else AdamW's default; the geometric mean of a grid."""
+    lr = optimizer_arms({**suite_cfg, "only": None}, []).get("adamw", {}).get("lr")
+    if not _number(lr):
+        lr = (suite_cfg.get("optimizer_defaults") or {}).get("lr")
+    if isinstance(lr, list) and lr and all(_number(v) and v > 0 for v in lr):
+        return float(np.exp(np.mean(np.log(lr))))
+    return float(lr) if _number(lr) and lr > 0 else optimizers.spec("adamw").defaults["lr"]
+
+
+def _grid(lo: float, hi: float, n: int) -> list[float]:
+    """n log-spaced lrs from lo to hi, the inner ones rounded to 3 significant digits."""
+    inner = [float(f"{v:.3g}") for v in np.geomspace(lo, hi, n)[1:-1]]
+    return [lo] if n == 1 else [lo, *inner, hi]
+
+
+def _trial_template(raw: dict, tuning_dir: Path, fraction: float) -> dict:
+    """A suite run's config turned into a trial's: its run folder under tuning/trials/ and, for
+    a fraction of the budget, the schedule derived from the shorter budget: the same warmup
+    share and decay to the last step; evaluations as often as in the suite (they cost the
+    same share of it), but at least 4 of them for the pruner."""
+    t = copy.deepcopy(raw)
+    t["results_dir"], t["suite"] = str(tuning_dir), "trials"
+    t["train"] = {**t["train"], "progress": False}  # the worker prints a line per trial instead
+    if fraction < 1:
+        b = resolve_run(raw, check_data=False)["budget"]
+        steps = max(1, int(b["steps"] * fraction))
+        t["budget"] = {**t["budget"], "tokens": None, "steps": steps,
+                       "warmup": b["warmup_steps"] / b["steps"],
+                       "eval_every": min(b["eval_every"], max(1, steps // 4))}
+    return t
+
+
+def study_specs(suite_cfg: dict, opts: dict) -> list[dict]:
+    """One study per (model, optimizer) of the suite, each checked at every corner of its
+    search space before anything runs."""
+    errors: list[str] = []
+    arms = optimizer_arms(suite_cfg, errors)
+    if errors:
+        raise ConfigError(errors)
+    centre = _adamw_lr(suite_cfg)
+    lo, hi = opts["lr_range"] or [centre / 10, centre * 10]
+    seeds = suite_cfg.get("seeds")
+    seed = seeds[0] if isinstance(seeds, list) and seeds else suite_cfg.get("seed", 0)
+    # The lr is what is tuned: whatever the suite says of it (a grid, `tuned`) is set aside.
+    one_run_each = {**suite_cfg, "optimizers": {n: {**hp, "lr": lo} for n, hp in arms.items()},
+                    "optimizer_defaults": {}, "only": None, "seeds": [seed]}
+    tuning_dir = Path(suite_cfg["results_dir"]) / suite_cfg["suite"] / "tuning"
+    specs = []
+    for raw in expand(one_run_each):
+        name, model = raw["optimizer"]["name"], raw["model"]["name"]
+        try:
+            template = _trial_template(raw, tuning_dir, opts["budget_fraction"])
+        except ConfigError as e:
+            errors.extend(e.errors)
+            continue
+        space = {"lr": [lo, hi, True]}
+        for key, (param, _, log) in SEARCH_RANGES.items():
+            if opts[key] and (param != "weight_decay" or param in optimizers.spec(name).defaults):
+                space[param] = [*opts[key], log]
+        spec = {"study": f"{suite_cfg['suite']}-{model}-{name}", "model": model, "optimizer": name,
+                "template": template, "space": space}
+        resolved = []
+        for corner in itertools.product(*[[(p, lo_), (p, hi_)] for p, (lo_, hi_, _) in space.items()]):
+            try:
+                resolved.append(resolve_run(trial_config(spec, dict(corner)), check_data=not specs))
+            except ConfigError as e:
+                errors.extend(e.errors)
+        if not resolved:
+            continue
+        b = resolved[0]["budget"]
+        spec.update(steps=b["steps"], eval_every=b["eval_every"], resolved=resolved[0],
+                    budget={k: b[k] for k in ("tokens", "steps", "global_batch", "seq_len")})
+        if opts["sampler"] == "grid":
+            spec["grid"] = _grid(lo, hi, opts["trials"])
+        specs.append(spec)
+    if errors:
+        raise ConfigError(list(dict.fromkeys(errors)))
+    return specs
+
+
+def _setup(spec: dict) -> dict:
+    """What makes a study's trials comparable with each other (the run config but for the
+    searched parameters, and the search space; a grid's size too): a study is not continued
+    under another one. TPE's trial count, the seed and the pruner may change between launches."""
+    cfg = {k: v for k, v in spec["resolved"].items() if k not in ("train", "suite", "results_dir")}
+    cfg["optimizer"] = {k: v for k, v in cfg["optimizer"].items() if k not in spec["space"]}
+    cfg["budget"] = {k: v for k, v in cfg["budget"].items() if k not in spec["space"]}
+    return {"run": cfg, "space": spec["space"], "grid": spec.get("grid")}
+
+
+def create_studies(plan: dict, specs: list[dict]) -> None:
+    """Create (or check and reopen) every study before any worker starts: racing workers would
+    each try to create a fresh SQLite database's tables."""
+    store, errors = storage(plan["storage"]), []
+    with flock(Path(plan["dir"]) / ".lock"):
+        for spec in specs:
+            study = optuna.create_study(study_name=spec["study"], storage=store, direction="minimize",
+                                        load_if_exists=True)
+            setup = json.loads(json.dumps(_setup(spec)))  # as it reads back from storage
+            old = study.user_attrs.get("setup")
+            if old is None:
+                study.set_user_attr("setup", setup)
+            elif old != setup:
+                differ = sorted(k for k in setup if old.get(k) != setup[k])
+                errors.append(f"study {spec['study']} in {plan['storage']} was made with another setup "
+                              f"(differing: {', '.join(differ)}): delete it (optuna delete-study "
+                              f"--study-name {spec['study']} --storage ...) or tune into another results_dir")
+    if errors:
+        raise ConfigError(errors)
+
+
+def _storage_url(store: str, tuning_dir: Path) -> str:
+    if store == "sqlite":
+        return f"sqlite:///{(tuning_dir / 'optuna.db').absolute()}"
+    if store == "journal":
+        return str((tuning_dir / "journal.log").absolute())
+    return store
+
+
+class WorkersFailed(LaunchFailed):
+    """Some worker processes died; their running trials resume at the next launch."""
+
+
+def run_workers(plan: dict, n: int) -> list[str]:
+    """`n` worker processes (or this process when n = 1); returns, when all have ended, a line
+    for each that did not end cleanly."""
+    if n == 1:
+        work(plan)
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+    threads = max(1, (os.cpu_count() or 1) // n)  # n workers share the cores, not each take all
+    procs = []
+    for i in range(n):
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+        p = subprocess.Popen([sys.executable, "-m", "runners.tune_worker"], stdin=subprocess.PIPE,
+                             env=env, text=True)
+        p.stdin.write(json.dumps(plan))
+        p.stdin.close()
+        procs.append(p)
+    return [f"pid {p.pid} exit code {code}" for p in procs if (code := p.wait())]
+
+
+def _table(rows: list[tuple]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def summary(plan: dict) -> str:
+    """Rewrite every study's records and tabulate them."""
+    store = storage(plan["storage"])
+    rows = [("study", "trials", "completed", "pruned", "diverged", "failed", "best lr", "best loss",
+             "stable lr band", "tokens", "device-s")]
+    with flock(Path(plan["dir"]) / ".lock"):
+        for spec in plan["studies"]:
+            study = optuna.load_study(study_name=spec["study"], storage=store)
+            trials = write_records(study, plan, spec)
+            s, (lo, hi) = summarize(trials), stable_lr_band(trials)
+            best, c = s["best"], s["count"]
+            rows.append((spec["study"], f"{s['finished']}/{plan['trials']}", c["completed"], c["pruned"],
+                         c["diverged"], c["failed"], f"{best['params']['lr']:.3g}" if best else "-",
+                         f"{best['value']:.4f}" if best else "-",
+                         f"{lo:.3g} - {hi:.3g}" if math.isfinite(lo) else "-",
+                         f"{s['tokens']:,}", f"{s['device_seconds']:.0f}"))
+    return _table(rows)
+
+
+def tune(overrides: list[str]) -> dict:
+    """Tune every (model, optimizer) of the suite; returns the plan the workers ran."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    suite_cfg = compose_config(overrides)
+    opts = options(suite_cfg)
+    launcher = (suite_cfg.get("launcher") or {}).get("name", "local")
+    if launcher != "local":
+        raise ConfigError([f"launcher={launcher}: tuning starts its workers as local processes "
+                           "(tune.workers=N); on SLURM, submit `python -m runners.tune ...` as a job "
+                           "array sharing the results folder (see runners/tune.py)"])
+    data = suite_cfg["data"]
+    if data.get("path") is None and data.get("name", "").startswith("shakespeare_"):
+        prepare(data["name"])
+    specs = study_specs(suite_cfg, opts)
+    tuning_dir = Path(suite_cfg["results_dir"]) / suite_cfg["suite"] / "tuning"
+    tuning_dir.mkdir(parents=True, exist_ok=True)
+    plan = {"dir": str(tuning_dir.absolute()), "storage": _storage_url(opts["storage"], tuning_dir),
+            "trials": opts["trials"], "budget_fraction": opts["budget_fraction"],
+            **{k: opts[k] for k in ("sampler", "seed", "startup_trials", "pruner")},
+            "studies": [{k: v for k, v in s.items() if k != "resolved"} for s in specs]}
+    create_studies(plan, specs)
+
+    store = storage(plan["storage"])
+    left = {s["study"]: max(0, opts["trials"] - len(optuna.load_study(study_name=s["study"], storage=store)
+                                                    .get_trials(deepcopy=False, states=FINISHED)))
+            for s in specs}
+    device = "cuda" if suite_cfg["train"]["device"] != "cpu" and torch.cuda.is_available() else "cpu"
+    seconds = sum(planning.estimate(s["resolved"], device, 1).seconds * left[s["study"]]
+                  for s in specs) / opts["workers"]
+    if device == "cpu" and seconds > SLOW_SUITE_SECONDS and not suite_cfg.get("force"):
+        raise ConfigError([f"tuning {suite_cfg['suite']}: no GPU is visible and its trials would take about "
+                           f"{planning.human_seconds(seconds)} on this CPU: run it on a GPU machine, shrink it "
+                           "(tune.trials, tune.budget_fraction, only=[...]), or add force=true"])
+    b = specs[0]["budget"]
+    print(f"tuning {suite_cfg['suite']}: {len(specs)} studies x {opts['trials']} trials of {b['tokens']:,} "
+          f"tokens ({b['steps']} steps), {sum(left.values())} trials to run on "
+          f"{opts['workers']} worker(s), about {planning.human_seconds(seconds)} on {device}; "
+          f"storage {plan['storage']}", flush=True)
+    failed = run_workers(plan, opts["workers"])
+    print(summary(plan), flush=True)
+    if failed:
+        raise WorkersFailed(f"{len(failed)} of {opts['workers']} workers did not end cleanly "
+                            f"({'; '.join(failed)}): run again to resume their trials")
+    return plan
+
+
+if __name__ == "__main__":
+    from runners.cli import main
+
+    main(tune)
