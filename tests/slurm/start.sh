@@ -103,6 +103,7 @@ MailProg=/bin/true
 ReturnToService=2
 KillWait=5
 MinJobAge=300
+# getconf, not nproc: nproc obeys OMP_NUM_THREADS, which the tests pin to 1
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$(getconf _NPROCESSORS_ONLN) RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
