@@ -17,10 +17,13 @@ import torch
 import optimizers
 from models import GPT, GPTConfig
 
-# Dense bf16 peak FLOP/s and memory of devices a plan can be made for; `cpu` is measured.
+# Devices a plan can be made for: (a fragment of the CUDA device name, dense bf16 peak FLOP/s
+# from the vendor's datasheet, memory). `cpu` is measured instead.
 DEVICES = {
-    "h100": (989e12, 80 * 2**30), "h200": (989e12, 141 * 2**30), "a100": (312e12, 80 * 2**30),
-    "a100_40gb": (312e12, 40 * 2**30), "l40s": (362e12, 48 * 2**30), "rtx4090": (165e12, 24 * 2**30),
+    "h200": ("H200", 989e12, 141 * 2**30), "h100": ("H100", 989e12, 80 * 2**30),
+    "a100": ("A100", 312e12, 80 * 2**30), "a100_40gb": ("A100", 312e12, 40 * 2**30),
+    "l40s": ("L40S", 362e12, 48 * 2**30), "a10g": ("A10G", 125e12, 24 * 2**30),
+    "rtx4090": ("4090", 165e12, 24 * 2**30), "v100": ("V100", 125e12, 32 * 2**30),
 }
 ASSUMED_MFU = 0.40        # a well-tuned bf16 + torch.compile GPT-2 run on one GPU
 CPU_EFFICIENCY = 0.35     # training reaches about a third of the matmul rate on CPU
@@ -75,6 +78,11 @@ def cpu_flops() -> float:
     return _cpu_flops
 
 
+def peak_flops(cuda_device_name: str) -> float | None:
+    """The dense bf16 peak of a CUDA device, by its name; None when it is not in DEVICES."""
+    return next((peak for fragment, peak, _ in DEVICES.values() if fragment in cuda_device_name), None)
+
+
 def device_of(name: str) -> tuple[float, int]:
     """(sustained FLOP/s, memory bytes) of a device name: `cpu`, `cuda` (the visible GPU) or a DEVICES key."""
     if name == "cpu":
@@ -83,11 +91,10 @@ def device_of(name: str) -> tuple[float, int]:
         return cpu_flops() * CPU_EFFICIENCY, psutil.virtual_memory().total
     if name == "cuda":
         props = torch.cuda.get_device_properties(0)
-        key = next((k for k in DEVICES if k.split("_")[0] in props.name.lower()), "a100")
-        return DEVICES[key][0] * ASSUMED_MFU, props.total_memory
+        return (peak_flops(props.name) or DEVICES["a100"][1]) * ASSUMED_MFU, props.total_memory
     if name not in DEVICES:
         raise ValueError(f"unknown plan device {name!r}: choose cpu, cuda or one of {', '.join(DEVICES)}")
-    peak, memory = DEVICES[name]
+    _, peak, memory = DEVICES[name]
     return peak * ASSUMED_MFU, memory
 
 

@@ -23,16 +23,13 @@ import torch
 
 import optimizers
 from models import GPT, GPTConfig
-from runners import checkpoint, parallel
+from runners import checkpoint, parallel, plan
 from runners.config import ConfigError, resolve_run, run_id
 from runners.data import open_data, train_batch, val_windows
 from runners.run_folder import RunFolder, environment
 from runners.schedule import lr_at
 from runners.sinks import MetricSinks, NullSinks
 
-# Dense bf16 peak FLOP/s by device name, for MFU (vendor datasheets).
-PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12,
-              "4090": 165e12, "V100": 125e12}
 # SIGTERM: preemption and scancel; SIGUSR1/SIGUSR2: SLURM's warning before a time limit.
 INTERRUPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -60,10 +57,7 @@ def _peak_memory(device: torch.device) -> int:
 
 
 def _peak_flops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+    return plan.peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
 
 
 class _StopFlag:
