@@ -126,11 +126,11 @@ cfg = resolve_run(compose_config(["model=nano", "model.n_layer=4", "model.n_embd
     "budget.steps=3", "data.val_tokens=4096", "train.progress=false", "results_dir={tmp_path}",
     "data=shakespeare_gpt2", "model.block_size=128"]))
 est = plan.estimate(cfg, "cpu")
-import torch; torch.zeros(1)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-train.run(cfg)
+import psutil
+before = psutil.Process().memory_info().rss  # what the process holds before the run starts
+info = train.run(cfg)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({{"predicted": est.peak, "measured": after - before}}))
+print(json.dumps({{"predicted": est.peak, "measured": after - before, "status": info["status"]}}))
 """
     from runners.data import prepare
     prepare("shakespeare_gpt2")
