@@ -53,7 +53,23 @@ def _device(cfg: dict, world: parallel.World) -> torch.device:
 def _peak_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    # VmHWM, the process's peak resident set since _reset_peak_memory (Linux); getrusage's
+    # ru_maxrss cannot be reset and even starts from the parent's peak after a fork.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    """Each run reports its own peak, also when several run one after another in a process."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS
+    except OSError:
+        pass
 
 
 def _peak_flops(device: torch.device) -> float | None:
@@ -112,6 +128,7 @@ def run(raw_cfg: dict, on_eval=None) -> dict:
             print(f"{folder.path.name}: already {folder.status()}, skipped")
         return folder.read_info()
     parallel.init(world, device)
+    _reset_peak_memory(device)
     try:
         return _train(cfg, folder, world, device, on_eval)
     finally:

@@ -116,7 +116,7 @@ def test_gpt2_small_without_a_gpu_does_not_start(tmp_path):
 def test_plan_memory_prediction_against_measurement(tmp_path):
     """CPU: predicted weights + grads + state + activations vs the peak RSS a run adds."""
     script = f"""
-import json, resource, sys
+import json, sys
 sys.path.insert(0, {str(REPO)!r})
 from runners.hydra_app import compose_config
 from runners.config import resolve_run
@@ -129,7 +129,7 @@ est = plan.estimate(cfg, "cpu")
 import psutil
 before = psutil.Process().memory_info().rss  # what the process holds before the run starts
 info = train.run(cfg)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+after = info["summary"]["peak_mem_bytes"]  # the run's own peak RSS
 print(json.dumps({{"predicted": est.peak, "measured": after - before, "status": info["status"]}}))
 """
     from runners.data import prepare
