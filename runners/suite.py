@@ -29,7 +29,7 @@ import yaml
 import optimizers
 from runners import plan as planning
 from runners.config import ConfigError, resolve_run, run_id
-from runners.data import prepare
+from runners.data import DataError, open_data, prepare
 from runners.hydra_app import compose_config
 from runners.launch import LAUNCHERS, launch
 from runners.run_folder import FINISHED, RunFolder
@@ -178,6 +178,20 @@ def resolve_all(suite_cfg: dict, check_data: bool = True) -> list[dict]:
     return resolved
 
 
+def _check_data(resolved: list[dict]) -> None:
+    """The data check that resolve_all(check_data=False) skipped, once per distinct data set."""
+    errors = []
+    for name, path, vocab, seq_len in {(c["data"]["name"], c["data"].get("path"),
+                                        c["model"]["vocab_size"], c["budget"]["seq_len"])
+                                       for c in resolved}:
+        try:
+            open_data(name, path, vocab, seq_len)
+        except DataError as e:
+            errors.append(f"data: {e}")
+    if errors:
+        raise ConfigError(errors)
+
+
 def run_folder(cfg: dict) -> RunFolder:
     return RunFolder(Path(cfg["results_dir"]) / cfg["suite"] / run_id(cfg))
 
@@ -198,17 +212,17 @@ def plan_text(suite_cfg: dict, resolved: list[dict], device: str) -> str:
     b = resolved[0]["budget"]
     ws = world_size(suite_cfg)
     rows = [("model", "optimizer", "lr", "seed", "run_id", "status", "est. time", "peak mem", "fits")]
-    total = 0.0
+    total, flops = 0.0, 0.0
     for cfg in resolved:
         est = planning.estimate(cfg, device, ws)
         total += est.seconds
+        flops += est.flops
         rows.append((cfg["model"]["name"], cfg["optimizer"]["name"], f"{cfg['optimizer']['lr']:g}",
                      cfg["seed"], run_id(cfg), run_status(cfg), planning.human_seconds(est.seconds),
                      planning.human_bytes(est.peak), "yes" if est.fits else "NO"))
     head = (f"suite {suite_cfg['suite']}: {len(resolved)} runs on {device} x {ws}; budget "
             f"{b['tokens']:,} tokens = {b['steps']:,} steps of {b['global_batch']} x {b['seq_len']}, "
             f"{b['schedule']} schedule, warmup {b['warmup_steps']} steps")
-    flops = sum(planning.estimate(c, device, ws).flops for c in resolved)
     foot = f"total: {flops:.3g} FLOPs, about {planning.human_seconds(total)} on {device}"
     return "\n".join([head, _table(rows), foot])
 
@@ -255,7 +269,7 @@ def run_suite(overrides: list[str]) -> list[dict]:
             f"suite {suite_cfg['suite']}: no GPU is visible and its {len(todo)} runs would take about "
             f"{planning.human_seconds(seconds)} on this CPU: run it on a GPU machine, shrink it "
             "(budget.tokens=..., only=[...]), or add force=true to start anyway"])
-    resolve_all(suite_cfg)
+    _check_data(resolved)
     print(f"suite {suite_cfg['suite']}: {len(resolved)} runs, {len(resolved) - len(todo)} finished, "
           f"{len(todo)} to run (about {planning.human_seconds(seconds)} on {device})", flush=True)
     try:
