@@ -1,10 +1,15 @@
-"""`make bench`: every benchmark, each printing ratios against a baseline measured in the same run."""
+"""`make bench`: every benchmark, each printing ratios against a baseline measured in the same run
+(the GPU table too, on a machine with a CUDA device)."""
 
 import sys
 
-from bench import optimizer_step, train_loop
+import torch
+
+from bench import gpu, optimizer_step, train_loop
 
 if __name__ == "__main__":
     status = train_loop.main([])
     status |= optimizer_step.main([])
+    if torch.cuda.is_available():
+        status |= gpu.main([])
     sys.exit(status)

@@ -96,13 +96,7 @@ def buckets(params: list[Tensor]):
     full-size temporary for it. The scratch tensors of every bucket are views of one buffer,
     because on the CPU each fresh allocation of a large tensor page-faults its way in, at about
     the cost of a pass over it. Global sizes cut the buckets, so every rank cuts the same ones."""
-    runs, size = [], 0
-    for p in params:
-        if not runs or size + p.numel() > BUCKET_NUMEL:
-            runs.append([])
-            size = 0
-        runs[-1].append(p)
-        size += p.numel()
+    runs = [run for run, _ in consecutive_runs(params, [p.numel() for p in params], BUCKET_NUMEL)]
     if not runs:
         return
     need = max(sum(local(p).numel() for p in run if p.dim() >= 2) for run in runs)
@@ -121,9 +115,24 @@ def buckets(params: list[Tensor]):
         yield run, scratch
 
 
+def consecutive_runs(items: list, sizes: list[int], budget: int):
+    """(run, its total size) for consecutive runs of items whose sizes add up to at most
+    `budget` (a bigger item goes alone)."""
+    run, total = [], 0
+    for item, n in zip(items, sizes):
+        if run and total + n > budget:
+            yield run, total
+            run, total = [], 0
+        run.append(item)
+        total += n
+    if run:
+        yield run, total
+
+
 class BucketedOptimizer(GroupwiseOptimizer):
-    """step() for the three: each group's parameters that have a gradient go, bucket by bucket
-    (see `buckets`), to the subclass's `_update(group, params, scratch)`."""
+    """step() for Adafactor and CAME (SM3 cuts its own pieces): each group's parameters that have
+    a gradient go, bucket by bucket (see `buckets`), to the subclass's `_update(group, params,
+    scratch)`."""
 
     def _step_group(self, group: dict) -> None:
         for params, scratch in buckets([p for p in group["params"] if p.grad is not None]):

@@ -26,8 +26,8 @@ from models import GPT, GPTConfig
 # so its float noise, which differs with the reduction order, would steer Adafactor's update.
 CFG = GPTConfig(vocab_size=67, block_size=9, n_layer=2, n_head=3, n_embd=45, bias=False)
 WORLD, BATCH, STEPS, LR = 2, 4, 3, 1e-2
-# The block-statistics optimizers that exist: Adam-mini and, once it is registered, Adafactor.
-NAMES = [n for n in ("adam_mini", "adafactor") if n in optimizers.names()]
+# The optimizers whose statistics span a sharded dim: block, row or column reductions.
+NAMES = [n for n in ("adam_mini", "adafactor", "sm3") if n in optimizers.names()]
 TOL = 1e-10
 
 
