@@ -1,4 +1,5 @@
-"""Block-statistics optimizers under DDP and FSDP2: two gloo processes equal one process.
+"""Optimizers with statistics across rows, columns or blocks under DDP and FSDP2: two gloo
+processes equal one process.
 
 The model's sizes are odd so that FSDP2's dim-0 shards are uneven and blocks straddle ranks:
 qkv has 3 * 45 = 135 rows, split 68 / 67, which cuts K's second head (rows 60-74); the norm
@@ -26,8 +27,8 @@ from models import GPT, GPTConfig
 # so its float noise, which differs with the reduction order, would steer Adafactor's update.
 CFG = GPTConfig(vocab_size=67, block_size=9, n_layer=2, n_head=3, n_embd=45, bias=False)
 WORLD, BATCH, STEPS, LR = 2, 4, 3, 1e-2
-# The optimizers whose statistics span a sharded dim: block, row or column reductions.
-NAMES = [n for n in ("adam_mini", "adafactor", "sm3") if n in optimizers.names()]
+# The optimizers whose statistics span a sharded dim: block, row, column or whole-tensor reductions.
+NAMES = ["adam_mini", "adafactor", "came", "sm3", "lamb"]
 TOL = 1e-10
 
 
