@@ -46,6 +46,12 @@ class Estimate:
         return self.weights + self.grads + self.state + self.activations
 
     @property
+    def checkpoint(self) -> int:
+        """Bytes a run's checkpoint keeps on disk: its weights and optimizer state (the final one
+        stays after the run, for audits and resumption)."""
+        return self.weights + self.state
+
+    @property
     def fits(self) -> bool:
         return self.peak <= self.device_memory
 

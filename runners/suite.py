@@ -211,19 +211,23 @@ def _table(rows: list[tuple]) -> str:
 def plan_text(suite_cfg: dict, resolved: list[dict], device: str) -> str:
     b = resolved[0]["budget"]
     ws = world_size(suite_cfg)
-    rows = [("model", "optimizer", "lr", "seed", "run_id", "status", "est. time", "peak mem", "fits")]
-    total, flops = 0.0, 0.0
+    rows = [("model", "optimizer", "lr", "seed", "run_id", "status", "est. time", "peak mem", "fits",
+             "checkpoint")]
+    total, flops, disk = 0.0, 0.0, 0
     for cfg in resolved:
         est = planning.estimate(cfg, device, ws)
         total += est.seconds
         flops += est.flops
+        disk += est.checkpoint
         rows.append((cfg["model"]["name"], cfg["optimizer"]["name"], f"{cfg['optimizer']['lr']:g}",
                      cfg["seed"], run_id(cfg), run_status(cfg), planning.human_seconds(est.seconds),
-                     planning.human_bytes(est.peak), "yes" if est.fits else "NO"))
+                     planning.human_bytes(est.peak), "yes" if est.fits else "NO",
+                     planning.human_bytes(est.checkpoint)))
     head = (f"suite {suite_cfg['suite']}: {len(resolved)} runs on {device} x {ws}; budget "
             f"{b['tokens']:,} tokens = {b['steps']:,} steps of {b['global_batch']} x {b['seq_len']}, "
             f"{b['schedule']} schedule, warmup {b['warmup_steps']} steps")
-    foot = f"total: {flops:.3g} FLOPs, about {planning.human_seconds(total)} on {device}"
+    foot = (f"total: {flops:.3g} FLOPs, about {planning.human_seconds(total)} on {device}; "
+            f"checkpoints: {planning.human_bytes(disk)} on disk under {suite_cfg['results_dir']}")
     return "\n".join([head, _table(rows), foot])
 
 

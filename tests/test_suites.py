@@ -102,6 +102,7 @@ def test_plan_runs_nothing_and_flags_what_does_not_fit(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "24,576,000,000 tokens = 50,000 steps of 480 x 1024" in out
     assert out.count(" NO") == 7 and "gpt2_xl-adam_mini-lr0.0001-s0-" in out
+    assert "checkpoints: 104.5 GiB on disk" in out  # weights + state, 17.4 GiB with AdamW's
     assert not any(tmp_path.iterdir())
     run_suite(["suite=gpt2_small", f"results_dir={tmp_path}", "plan=true", "plan_device=h100"])
     assert capsys.readouterr().out.count(" yes") == 7
@@ -114,7 +115,8 @@ def test_gpt2_small_without_a_gpu_does_not_start(tmp_path):
 
 
 def test_plan_memory_prediction_against_measurement(tmp_path):
-    """CPU: predicted weights + grads + state + activations vs the peak RSS a run adds."""
+    """CPU: predicted weights + grads + state + activations vs the peak RSS a run adds, and the
+    predicted checkpoint size vs the file."""
     script = f"""
 import json, sys
 sys.path.insert(0, {str(REPO)!r})
@@ -130,7 +132,11 @@ import psutil
 before = psutil.Process().memory_info().rss  # what the process holds before the run starts
 info = train.run(cfg)
 after = info["summary"]["peak_mem_bytes"]  # the run's own peak RSS
-print(json.dumps({{"predicted": est.peak, "measured": after - before, "status": info["status"]}}))
+from runners.checkpoint import STATE_FILE
+from runners.suite import run_folder
+ckpt = (run_folder(cfg).ckpt_dir / STATE_FILE).stat().st_size
+print(json.dumps({{"predicted": est.peak, "measured": after - before, "status": info["status"],
+                  "ckpt_predicted": est.checkpoint, "ckpt": ckpt}}))
 """
     from runners.data import prepare
     prepare("shakespeare_gpt2")
@@ -140,6 +146,7 @@ print(json.dumps({{"predicted": est.peak, "measured": after - before, "status": 
     ratio = figures["measured"] / figures["predicted"]
     print("measured / predicted peak:", ratio, figures)
     assert 0.7 < ratio < 1.5, figures
+    assert 0.99 < figures["ckpt"] / figures["ckpt_predicted"] < 1.02, figures  # the plan's disk column
 
 
 def test_launching_twice_runs_each_run_once(tmp_path):
