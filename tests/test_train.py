@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from runners.config import resolve_run, run_id
-from runners.run_folder import SCHEMA_VERSION
+from runners.run_folder import SCHEMA_VERSION, atomic_file
 from runners.train import run
 from tests.conftest import REPO, SMALL_RUN
 
@@ -113,6 +113,17 @@ def test_resume_is_exact(small_cfg, tmp_path, how):
     a, b = _params(folder), _params(straight_folder)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((folder / "run.json").read_text())["status"] == "completed"
+
+
+def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_one(tmp_path):
+    path = tmp_path / "state.pt"
+    with atomic_file(path) as f:
+        torch.save({"step": 1}, f)
+    with pytest.raises(RuntimeError), atomic_file(path) as f:
+        f.write(b"half a checkpoint")
+        raise RuntimeError("killed mid-save")
+    assert torch.load(path) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # no temporary file left behind
 
 
 def test_divergence_ends_the_run_cleanly(small_cfg):
