@@ -8,8 +8,9 @@ autocast, torch.compile, its micro-batch, its hyper-parameters) for `--steps` st
 `runners.train.run`, on prepared GPT-2 BPE tokens (`--data`, default shakespeare_gpt2: the
 speed does not depend on the text, so OpenWebText is not needed). A step is one micro-batch, so
 the optimizer's share of a step is as large as the suite can make it; the table also gives that
-share at the suite's real batch (480 sequences, many micro-batches per optimizer step). Runs go one after another in this process, as `make suite=`
-runs them, and each run folder (with its final checkpoint) is deleted once its summary is read.
+share at the suite's real batch (480 sequences, many micro-batches per optimizer step). Runs go
+one after another in this process, as `make suite=` runs them, and each run folder (with its
+final checkpoint) is deleted once its summary is read.
 
 Printed per optimizer: tokens/s and MFU (the first steps, compile included, are left out),
 milliseconds per step in forward+backward and in the optimizer, the optimizer's time as a

@@ -25,11 +25,11 @@ import torch
 from torch import nn
 
 from .base import local
-from .factored import (
-    BucketedOptimizer, all_reduce_, check_flag, check_positive, check_tuple, rms_directions, stat_numel, stat_zeros,
-)
+from .factored import BucketedOptimizer, all_reduce_, rms_directions, stat_numel, stat_zeros
 from .grouping import decay_groups, trainable
-from .registry import OptimizerSpec, check_common, check_range, register
+from .registry import (
+    OptimizerSpec, check_common, check_flag, check_positive, check_range, check_tuple, register,
+)
 
 
 class Adafactor(BucketedOptimizer):

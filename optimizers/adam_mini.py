@@ -31,7 +31,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor, Replicate, Shard
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
-from .base import GroupwiseOptimizer, local
+from .base import GroupwiseOptimizer, all_reduce_batched_, local
 from .partition import Layout, partition
 from .registry import OptimizerSpec, check_common, check_range, register
 
@@ -153,7 +153,8 @@ class AdamMini(GroupwiseOptimizer):
                 full[plan.first_row:plan.first_row + plan.rows] = row_sq
                 row_sq = full
             sums.append(row_sq)
-        _all_reduce_sums(sums, plans)
+        # only sharded parameters (FSDP2) have partial sums: one process and DDP send nothing
+        all_reduce_batched_([(s, plan.group) for s, plan in zip(sums, plans) if plan.group is not None])
         torch._foreach_mul_(sums, [plan.inv_block_numel for plan in plans])
         return sums
 
@@ -163,18 +164,6 @@ def _rows_of(block_values: torch.Tensor, plan: _Plan) -> torch.Tensor:
     if plan.row_to_block is not None:
         return block_values.index_select(0, plan.row_to_block)
     return block_values.narrow(0, plan.first_row, plan.rows)
-
-
-def _all_reduce_sums(sums: list[torch.Tensor], plans: list[_Plan]) -> None:
-    """Sum the blocks of sharded parameters across ranks: one collective per process group."""
-    by_group: dict[dist.ProcessGroup, list[torch.Tensor]] = {}
-    for s, plan in zip(sums, plans):
-        if plan.group is not None:
-            by_group.setdefault(plan.group, []).append(s)
-    for group, tensors in by_group.items():
-        flat = torch.cat(tensors)
-        dist.all_reduce(flat, group=group)
-        torch._foreach_copy_(tensors, flat.split([t.numel() for t in tensors]))
 
 
 def build(model: nn.Module, lr, betas, eps, weight_decay, v_one_block, dim, n_heads) -> AdamMini:

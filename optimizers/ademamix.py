@@ -34,7 +34,7 @@ from torch import nn
 from .base import GroupwiseOptimizer, local
 from .chunking import chunks
 from .grouping import decay_groups, trainable
-from .registry import OptimizerSpec, check_common, check_range, register
+from .registry import OptimizerSpec, check_common, check_range, check_tuple, register
 
 
 def alpha_at(step: int, alpha: float, warmup: int | None) -> float:
@@ -61,10 +61,7 @@ def beta3_at(step: int, beta1: float, beta3: float, warmup: int | None) -> float
 class AdEMAMix(GroupwiseOptimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999, 0.9999), alpha=5.0, alpha_warmup=None,
                  beta3_warmup=None, eps=1e-8, weight_decay=0.0):
-        if len(betas) != 3:
-            raise ValueError(
-                f"optimizer 'ademamix': betas must be (beta1, beta2, beta3), got {betas!r}"
-            )
+        check_tuple("ademamix", "betas", betas, "(beta1, beta2, beta3)")
         check_common("ademamix", lr, weight_decay, betas, eps)
         check_range("ademamix", "alpha", alpha, 0.0, math.inf)
         for name, warmup in (("alpha_warmup", alpha_warmup), ("beta3_warmup", beta3_warmup)):

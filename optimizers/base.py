@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 
 def local(t: torch.Tensor) -> torch.Tensor:
     """This rank's part of t (t itself unless it is a DTensor); in-place ops on it update t."""
     return t.to_local() if isinstance(t, DTensor) else t
+
+
+def all_reduce_batched_(pairs, op=dist.ReduceOp.SUM) -> None:
+    """All-reduce in place each tensor of `pairs` (tensor, process group) over its group, with
+    one collective per group: a group's tensors travel flattened into one buffer."""
+    by_group: dict = {}
+    for t, group in pairs:
+        by_group.setdefault(group, []).append(t)
+    for group, members in by_group.items():
+        flat = torch.cat([m.reshape(-1) for m in members])
+        dist.all_reduce(flat, op=op, group=group)
+        for m, chunk in zip(members, flat.split([m.numel() for m in members])):
+            m.copy_(chunk.view_as(m))
 
 
 class GroupwiseOptimizer(torch.optim.Optimizer):

@@ -20,10 +20,11 @@ from torch import nn
 
 from .base import local
 from .factored import (
-    BucketedOptimizer, check_positive, check_tuple, factored_ema_, inverse_root_factors, rms_directions, split_factored, stat_numel, stat_zeros,
+    BucketedOptimizer, factored_ema_, inverse_root_factors, rms_directions, split_factored,
+    stat_numel, stat_zeros,
 )
 from .grouping import decay_groups, trainable
-from .registry import OptimizerSpec, check_common, register
+from .registry import OptimizerSpec, check_common, check_positive, check_tuple, register
 
 
 class CAME(BucketedOptimizer):

@@ -24,11 +24,19 @@ def chunks(params: list[torch.Tensor]):
     if not params or params[0].device.type != "cpu":
         yield params
         return
-    run, size = [], 0
-    for p in params:
-        if run and size + p.numel() > CPU_CHUNK_NUMEL:
-            yield run
-            run, size = [], 0
-        run.append(p)
-        size += p.numel()
-    yield run
+    for run, _ in consecutive_runs(params, [p.numel() for p in params], CPU_CHUNK_NUMEL):
+        yield run
+
+
+def consecutive_runs(items: list, sizes: list[int], budget: int):
+    """(run, its total size) for consecutive runs of items whose sizes add up to at most
+    `budget` (a bigger item goes alone)."""
+    run, total = [], 0
+    for item, n in zip(items, sizes):
+        if run and total + n > budget:
+            yield run, total
+            run, total = [], 0
+        run.append(item)
+        total += n
+    if run:
+        yield run, total

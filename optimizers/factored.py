@@ -25,8 +25,8 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.distributed.tensor import DTensor, Replicate
 
-from .base import GroupwiseOptimizer, local
-
+from .base import GroupwiseOptimizer, all_reduce_batched_, local
+from .chunking import consecutive_runs
 
 
 def _collapsed(shape, dims) -> list[int]:
@@ -74,15 +74,8 @@ def _spanning_groups(p: Tensor, dims) -> list:
 def all_reduce_(parts: list[Tensor], params: list[Tensor], dims, op=dist.ReduceOp.SUM) -> None:
     """Complete in place the reductions over `dims` of each params[i] (None: over every dim) that
     each rank took over its own shard, parts[i]. Batched: one collective per process group."""
-    by_group: dict = {}
-    for part, p in zip(parts, params):
-        for group in _spanning_groups(p, dims):
-            by_group.setdefault(group, []).append(part)
-    for group, members in by_group.items():
-        flat = torch.cat([m.reshape(-1) for m in members])
-        dist.all_reduce(flat, op=op, group=group)
-        for m, chunk in zip(members, flat.split([m.numel() for m in members])):
-            m.copy_(chunk.view_as(m))
+    all_reduce_batched_([(part, group) for part, p in zip(parts, params)
+                         for group in _spanning_groups(p, dims)], op)
 
 
 # A step runs over buckets of at most this many elements (a bigger tensor goes alone), which
@@ -113,20 +106,6 @@ def buckets(params: list[Tensor]):
             else:
                 scratch.append(torch.empty_like(shard))
         yield run, scratch
-
-
-def consecutive_runs(items: list, sizes: list[int], budget: int):
-    """(run, its total size) for consecutive runs of items whose sizes add up to at most
-    `budget` (a bigger item goes alone)."""
-    run, total = [], 0
-    for item, n in zip(items, sizes):
-        if run and total + n > budget:
-            yield run, total
-            run, total = [], 0
-        run.append(item)
-        total += n
-    if run:
-        yield run, total
 
 
 class BucketedOptimizer(GroupwiseOptimizer):
@@ -227,19 +206,3 @@ def rms_directions(params, grads, states, weights, eps: float, clip_threshold: f
     if mats:
         torch._foreach_mul_([scales[i] for i in mats], [clip[i] for i in mats])
     return xs, scales
-
-
-def check_positive(opt: str, param: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"optimizer {opt!r}: {param}={value!r} must be a finite number > 0")
-
-
-def check_tuple(opt: str, param: str, value, names: str) -> None:
-    """value must be a tuple or list with one entry per name in `names` (e.g. "(eps1, eps2)")."""
-    if not (isinstance(value, (tuple, list)) and len(value) == names.count(",") + 1):
-        raise ValueError(f"optimizer {opt!r}: {param}={value!r} must be {names}")
-
-
-def check_flag(opt: str, param: str, value) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"optimizer {opt!r}: {param}={value!r} must be true or false")

@@ -36,7 +36,7 @@ from torch.distributed.tensor import DTensor
 from .base import GroupwiseOptimizer, local
 from .chunking import chunks
 from .grouping import decay_groups, trainable
-from .registry import OptimizerSpec, check_common, register
+from .registry import OptimizerSpec, check_common, check_tuple, register
 
 # cybertronai's cap on |theta| in the trust ratio: keeps large tensors from taking huge steps.
 WEIGHT_NORM_CAP = 10.0
@@ -61,8 +61,7 @@ def _global_norms(local_tensors: list[torch.Tensor], sharding) -> torch.Tensor:
 
 class Lamb(GroupwiseOptimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0):
-        if len(betas) != 2:
-            raise ValueError(f"optimizer 'lamb': betas must be (beta1, beta2), got {betas!r}")
+        check_tuple("lamb", "betas", betas, "(beta1, beta2)")
         check_common("lamb", lr, weight_decay, betas, eps)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
                                       weight_decay=weight_decay))

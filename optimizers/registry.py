@@ -103,3 +103,19 @@ def check_common(opt: str, lr: float, weight_decay: float = 0.0, betas=(), eps=N
     for e in eps if isinstance(eps, (tuple, list)) else [eps]:
         if e is not None:
             check_range(opt, "eps", e, 0.0, math.inf)
+
+
+def check_positive(opt: str, param: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"optimizer {opt!r}: {param}={value!r} must be a finite number > 0")
+
+
+def check_tuple(opt: str, param: str, value, names: str) -> None:
+    """value must be a tuple or list with one entry per name in `names` (e.g. "(eps1, eps2)")."""
+    if not (isinstance(value, (tuple, list)) and len(value) == names.count(",") + 1):
+        raise ValueError(f"optimizer {opt!r}: {param}={value!r} must be {names}")
+
+
+def check_flag(opt: str, param: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"optimizer {opt!r}: {param}={value!r} must be true or false")

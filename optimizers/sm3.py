@@ -27,7 +27,8 @@ import torch.distributed as dist
 from torch import nn
 
 from .base import GroupwiseOptimizer, local
-from .factored import all_reduce_, consecutive_runs, split_factored, stat_numel, stat_zeros
+from .chunking import consecutive_runs
+from .factored import all_reduce_, split_factored, stat_numel, stat_zeros
 from .grouping import trainable
 from .registry import OptimizerSpec, check_common, check_range, register
 
