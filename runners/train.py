@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import resource
 import signal
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -311,29 +310,24 @@ def _progress_bar(enabled: bool, total: int, initial: int, name: str):
                 mininterval=0.5, dynamic_ncols=True, leave=False)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str]) -> None:
     """`python -m runners.train key=value ...`, or `--config run.json` (how launchers pass a
     resolved config)."""
     import json
 
     from runners.hydra_app import compose_config
 
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        if argv[:1] == ["--config"]:
-            raw = json.loads(Path(argv[1]).read_text())
-        else:
-            raw = compose_config(argv)
-        info = run(raw)
-    except ConfigError as e:
-        sys.exit("\n".join(f"error: {line}" for line in e.errors))
-    except Interrupted as e:
-        print(f"interrupted: {e}; run again to resume", file=sys.stderr)
-        sys.exit(143)
+    raw = json.loads(Path(argv[1]).read_text()) if argv[:1] == ["--config"] else compose_config(argv)
+    info = run(raw)
     if parallel.world_from_env().is_main:
         s = info.get("summary") or {}
         print(f"{info['run_id']}: {info['status']}, final val loss {s.get('final_val_loss')}")
 
 
 if __name__ == "__main__":
-    main()
+    from runners.cli import main as cli_main
+    # runners.train's own main, not this __main__ module's: its Interrupted is the class that
+    # cli catches (python -m loads this file a second time, as runners.train, for the import)
+    from runners.train import main as train_main
+
+    cli_main(train_main)

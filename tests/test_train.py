@@ -102,6 +102,8 @@ def test_resume_is_exact(small_cfg, tmp_path, how):
     proc.wait(timeout=60)
     status = json.loads((folder / "run.json").read_text())["status"]
     assert status == ("running" if how == "sigkill" else "interrupted")
+    if how == "sigterm":  # checkpointed, and says so: the exit status of a TERM-ed job
+        assert proc.returncode == 143 and b"run again to resume" in proc.stdout.read()
     if how == "sigkill":  # the metrics hold rows past the checkpoint that resume must drop
         assert json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])["step"] > 10
     resumed = subprocess.run([sys.executable, "-m", "runners.train", *killed], cwd=REPO,
