@@ -21,7 +21,7 @@ import time
 import torch
 
 import optimizers
-from models import GPT, GPTConfig
+from models import build_model
 from runners.config import resolve_run
 from runners.data import open_data, train_batch
 from runners.hydra_app import compose_config
@@ -34,7 +34,7 @@ def bare_loop(cfg: dict) -> float:
     b = cfg["budget"]
     data = open_data(cfg["data"]["name"], None, cfg["model"]["vocab_size"], b["seq_len"])
     torch.manual_seed(cfg["seed"])
-    model = GPT(GPTConfig(**{k: v for k, v in cfg["model"].items() if k != "name"}))
+    model = build_model(**cfg["model"])
     hp = {k: v for k, v in cfg["optimizer"].items() if k != "name"}
     opt = optimizers.build("adamw", model, **hp)
     start = time.perf_counter()

@@ -17,6 +17,7 @@ from typing import Any
 import optimizers
 from models import model_config
 from runners.data import DataError, open_data
+from runners.parallel import PARALLEL
 
 SCHEDULES = ("cosine", "constant", "wsd")
 RUN_KEYS = ("suite", "seed", "results_dir", "model", "optimizer", "data", "budget", "train")
@@ -109,8 +110,8 @@ def resolve_run(raw: dict, world_size: int = 1, check_data: bool = True) -> dict
     for key in ("seq_len", "global_batch", "eval_every"):
         _positive_int(errors, budget, key, "budget")
     _positive_int(errors, train, "micro_batch", "train", allow_none=True)
-    if train.get("parallel", "ddp") not in ("ddp", "fsdp"):
-        errors.append(f"train.parallel={train.get('parallel')!r}: choose ddp or fsdp")
+    if train.get("parallel", "ddp") not in PARALLEL:
+        errors.append(f"train.parallel={train.get('parallel')!r}: choose {' or '.join(PARALLEL)}")
     steps = None
     if not any(e.startswith(("budget.seq_len", "budget.global_batch")) for e in errors):
         steps = _budget_steps(errors, budget, budget["global_batch"] * budget["seq_len"])

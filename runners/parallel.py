@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-PARALLEL = ("none", "ddp", "fsdp")
+PARALLEL = ("ddp", "fsdp")  # train.parallel; one process is never wrapped
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def shutdown() -> None:
 def wrap(model: nn.Module, kind: str, world: World) -> nn.Module:
     """The module the loop calls forward on; `model` itself keeps its parameters (sharded
     in place under FSDP2, so the optimizer built on `model` sees DTensors)."""
-    if not world.distributed or kind == "none":
+    if not world.distributed:
         return model
     if kind == "ddp":
         return nn.parallel.DistributedDataParallel(model)

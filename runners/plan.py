@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 import optimizers
-from models import GPT, GPTConfig
+from models import GPT, GPTConfig, build_model
 
 # Devices a plan can be made for: (a fragment of the CUDA device name, dense bf16 peak FLOP/s
 # from the vendor's datasheet, memory). `cpu` is measured instead.
@@ -58,7 +58,7 @@ class Estimate:
 
 def meta_model(model_cfg: dict) -> GPT:
     with torch.device("meta"):
-        return GPT(GPTConfig(**{k: v for k, v in model_cfg.items() if k != "name"}))
+        return build_model(**model_cfg)
 
 
 def activation_bytes(cfg: GPTConfig, micro_batch: int, seq_len: int, cuda: bool) -> int:

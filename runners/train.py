@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import optimizers
-from models import GPT, GPTConfig
+from models import build_model
 from runners import checkpoint, parallel, plan
 from runners.config import ConfigError, resolve_run, run_id
 from runners.data import open_data, train_batch, val_windows
@@ -144,7 +144,7 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
     val = val_windows(data, data_cfg["val_tokens"], seq_len)
 
     torch.manual_seed(cfg["seed"])  # paired seeds: the same initial weights for every optimizer
-    model = GPT(GPTConfig(**{k: v for k, v in cfg["model"].items() if k != "name"})).to(device)
+    model = build_model(**cfg["model"]).to(device)
     kind = train.get("parallel", "ddp")
     wrapped = parallel.wrap(model, kind, world)
     sharded = world.distributed and kind == "fsdp"
