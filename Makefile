@@ -2,11 +2,13 @@
 #   make suite=tiny          run a suite (tiny, the CPU default, when none is named)
 #   make suite=gpt2_small seeds=3 optimizers=[adamw,adam_mini]
 #   make plan suite=NAME     print the runs, their status, time and memory; run nothing
+#   make status suite=NAME   each run's status, step of total, last losses and time left
 #   make tune suite=NAME [optimizers=[...]] [trials=N]   Optuna lr tuning -> results/<suite>/tuned.yaml
 #   make test                the test suite
 #   make bench               the step and training-loop benchmarks
 #   make report suite=tiny   rebuild results/<suite>/report.html from the results folder
-#   make data name=NAME      prepare a data set (shakespeare_bytes, shakespeare_gpt2, openwebtext)
+#   make export suite=NAME [format=parquet]   runs + metrics tables -> results/<suite>/export/
+#   make data name=NAME [source=DIR]   prepare shakespeare_bytes, shakespeare_gpt2 or openwebtext (DIR: a save_to_disk copy)
 #   make clean               remove the virtualenv and caches (results/ and data/ are kept)
 
 PYTHON ?= python3
@@ -14,13 +16,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 suite ?= tiny
 name ?= shakespeare_bytes
-# Extra key=value overrides for the suite, e.g. make suite=tiny ARGS="budget.tokens=2e5"
+# Extra key=value overrides for the suite, e.g. make suite=tiny ARGS="budget.tokens=2e5";
+# config_dir=DIR adds your own suites folder (DIR/suite/NAME.yaml)
 ARGS ?=
-OVERRIDES = suite=$(suite) $(if $(seeds),seeds=$(seeds)) $(if $(optimizers),only=$(optimizers)) \
+OVERRIDES = $(if $(config_dir),--config-dir $(config_dir)) suite=$(suite) $(if $(seeds),seeds=$(seeds)) $(if $(optimizers),only=$(optimizers)) \
 	$(if $(force),force=$(force)) $(if $(device),plan_device=$(device)) $(ARGS)
 
 .DEFAULT_GOAL := run
-.PHONY: run plan tune install test bench report data clean
+.PHONY: run plan status tune install test bench report data clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +43,9 @@ run: install
 plan: install
 	$(PY) -m runners.suite $(OVERRIDES) plan=true
 
+status: install
+	$(PY) -m runners.suite $(OVERRIDES) status=true
+
 tune: install
 	$(PY) -m runners.tune $(OVERRIDES) $(if $(trials),tune.trials=$(trials))
 
@@ -52,8 +58,17 @@ bench: install
 report: install
 	$(PY) -m analysis.report results/$(suite)
 
-data: install
-	$(PY) -m runners.data $(name)
+.PHONY: export
+export: install
+	$(PY) -m analysis.export results/$(suite) --format $(or $(format),csv)
+
+# HF datasets (the `data` extra), for openwebtext only, installed on its first use
+$(VENV)/.data-installed: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[data]'
+	touch $@
+
+data: install $(if $(filter openwebtext,$(name)),$(VENV)/.data-installed)
+	$(PY) -m runners.data $(name) $(if $(source),--source '$(source)')
 
 clean:
 	rm -rf $(VENV) .pytest_cache

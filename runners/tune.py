@@ -9,7 +9,8 @@ is an Optuna study in a storage that any number of workers share (runners/tune_w
 the trial count exact and resumes the trials of killed workers). Launching it again continues
 where it stopped.
 
-Options, as `tune.<key>=value` overrides (or a `tune:` section in a suite file):
+Options, as `tune.<key>=value` overrides (or a `tune:` section in a suite file; the defaults are in
+suites/config.yaml, their kinds in runners/schema.py; `plan=true` prints the studies and their cost):
   trials               20      trials per study, whatever their outcome
   budget_fraction      1.0     each trial's tokens as a fraction of the suite's budget
   lr_range             null    [lo, hi], sampled log-uniformly; null: a decade on each side of
@@ -61,20 +62,14 @@ from runners import plan as planning
 from runners.config import ConfigError, resolve_run
 from runners.data import prepare_on_first_use
 from runners.hydra_app import compose_config
-from runners.suite import expand, optimizer_arms, refuse_slow_cpu_start
+from runners.suite import expand, optimizer_arms, plan_device, refuse_slow_cpu_start
 from runners.launch import LaunchFailed
 from runners.tune_worker import (
     FINISHED, flock, stable_lr_band, storage, summarize, trial_config, work, write_records,
 )
 
-TUNE_DEFAULTS = {
-    "trials": 20, "budget_fraction": 1.0, "lr_range": None, "search_warmup": False,
-    "search_weight_decay": False, "sampler": "tpe", "seed": 0, "startup_trials": None,
-    "pruner": "median", "storage": "sqlite", "workers": 1,
-}
 SEARCH_RANGES = {"search_warmup": ("warmup", [0.0, 0.2], False),
                  "search_weight_decay": ("weight_decay", [1e-3, 1.0], True)}
-SAMPLERS, PRUNERS = ("tpe", "grid"), ("median", "hyperband", "none")
 
 
 def _number(v) -> bool:
@@ -91,18 +86,9 @@ def _interval(errors: list[str], key: str, value, lo_min: float, hi_max: float) 
 
 
 def options(suite_cfg: dict) -> dict:
-    """The suite's `tune` options over the defaults, checked; every problem at once."""
-    given = suite_cfg.get("tune") or {}
-    if not isinstance(given, dict):
-        raise ConfigError([f"tune={given!r}: give tune.<key>=value overrides"])
-    errors = [f"tune.{k}: not an option; choose among {', '.join(TUNE_DEFAULTS)} (runners/tune.py)"
-              for k in sorted(set(given) - set(TUNE_DEFAULTS))]
-    opts = {**TUNE_DEFAULTS, **given}
-    for key in ("trials", "workers"):
-        if isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 1:
-            errors.append(f"tune.{key}={opts[key]!r} must be a positive integer")
-    if not _number(opts["budget_fraction"]) or not 0 < opts["budget_fraction"] <= 1:
-        errors.append(f"tune.budget_fraction={opts['budget_fraction']!r} must be in (0, 1]")
+    """The suite's `tune` options (their kinds checked by runners.schema), with the ranges and
+    the combinations checked here; every problem at once."""
+    opts, errors = dict(suite_cfg["tune"]), []
     if opts["lr_range"] is not None:
         opts["lr_range"] = _interval(errors, "lr_range", opts["lr_range"], math.ulp(0), math.inf)
     for key, (_, default, log) in SEARCH_RANGES.items():
@@ -110,21 +96,11 @@ def options(suite_cfg: dict) -> dict:
         if value is not False:
             value = _interval(errors, key, value, math.ulp(0) if log else 0.0, math.inf if log else 0.99)
         opts[key] = value or None
-    if opts["sampler"] not in SAMPLERS:
-        errors.append(f"tune.sampler={opts['sampler']!r}: choose one of {', '.join(SAMPLERS)}")
-    elif opts["sampler"] == "grid" and (opts["search_warmup"] or opts["search_weight_decay"]):
+    if opts["sampler"] == "grid" and (opts["search_warmup"] or opts["search_weight_decay"]):
         errors.append("tune.sampler=grid searches the lr alone: use tune.sampler=tpe to search "
                       "warmup or weight decay too")
-    if isinstance(opts["seed"], bool) or not isinstance(opts["seed"], int) or opts["seed"] < 0:
-        errors.append(f"tune.seed={opts['seed']!r} must be an integer >= 0")
-    startup = opts["startup_trials"]
-    if startup is None and isinstance(opts["trials"], int):
+    if opts["startup_trials"] is None:
         opts["startup_trials"] = min(10, max(2, opts["trials"] // 4))
-    elif isinstance(startup, bool) or not isinstance(startup, int) or startup < 0:
-        errors.append(f"tune.startup_trials={startup!r} must be an integer >= 0, or null")
-    opts["pruner"] = "none" if opts["pruner"] is None else opts["pruner"]
-    if opts["pruner"] not in PRUNERS:
-        errors.append(f"tune.pruner={opts['pruner']!r}: choose one of {', '.join(PRUNERS)}")
     store = opts["storage"]
     if not isinstance(store, str) or (store not in ("sqlite", "journal") and "://" not in store):
         errors.append(f"tune.storage={store!r}: choose sqlite, journal, or an RDB URL "
@@ -300,18 +276,24 @@ def summary(plan: dict) -> str:
     return planning.text_table(rows)
 
 
-def tune(overrides: list[str]) -> dict:
+def tune(overrides: list[str], multirun: bool = False, config_dir: str | None = None) -> dict:
     """Tune every (model, optimizer) of the suite; returns the plan the workers ran."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    suite_cfg = compose_config(overrides)
+    if multirun and any(o.split("=", 1)[0] == "optimizer.lr" for o in overrides):
+        raise ConfigError(["-m optimizer.lr=...: tuning searches the lr itself; give its range as "
+                           "tune.lr_range=[lo,hi] (or tune.sampler=grid for log-spaced lrs)"])
+    suite_cfg = compose_config(overrides, config_dir, multirun=multirun)
     opts = options(suite_cfg)
-    launcher = (suite_cfg.get("launcher") or {}).get("name", "local")
+    launcher = suite_cfg["launcher"]["name"]
     if launcher != "local":
         raise ConfigError([f"launcher={launcher}: tuning starts its workers as local processes "
                            "(tune.workers=N); on SLURM, submit `python -m runners.tune ...` as a job "
                            "array sharing the results folder (see runners/tune.py)"])
-    prepare_on_first_use(suite_cfg["data"].get("name", ""), suite_cfg["data"].get("path"))
+    prepare_on_first_use(suite_cfg["data"]["name"], suite_cfg["data"]["path"])
     specs = study_specs(suite_cfg, opts)
+    if suite_cfg["plan"]:
+        print(tuning_plan(suite_cfg, specs, opts))
+        return {"studies": specs}
     tuning_dir = Path(suite_cfg["results_dir"]) / suite_cfg["suite"] / "tuning"
     tuning_dir.mkdir(parents=True, exist_ok=True)
     plan = {"dir": str(tuning_dir.absolute()), "storage": _storage_url(opts["storage"], tuning_dir),
@@ -342,7 +324,27 @@ def tune(overrides: list[str]) -> dict:
     return plan
 
 
+def tuning_plan(suite_cfg: dict, specs: list[dict], opts: dict) -> str:
+    """What `plan=true` prints: every study, its search space and its cost; nothing is created."""
+    device = plan_device(suite_cfg)
+    rows = [("study", "trials", "tokens/trial", "steps", "lr range", "also searched", "est. time")]
+    total = 0.0
+    for s in specs:
+        seconds = planning.estimate(s["resolved"], device, 1).seconds * opts["trials"]
+        total += seconds
+        lo, hi, _ = s["space"]["lr"]
+        rows.append((s["study"], opts["trials"], f"{s['budget']['tokens']:,}", s["steps"],
+                     f"{lo:.3g} - {hi:.3g}", ", ".join(k for k in s["space"] if k != "lr") or "-",
+                     planning.human_seconds(seconds)))
+    return "\n".join([f"tuning {suite_cfg['suite']}: {len(specs)} studies, {opts['sampler']} sampler, "
+                      f"{opts['pruner']} pruner, {opts['workers']} worker(s)", planning.text_table(rows),
+                      f"total: about {planning.human_seconds(total / opts['workers'])} on {device} "
+                      "(before pruning)"])
+
+
+ENTRY = tune
+
 if __name__ == "__main__":
     from runners.cli import main
 
-    main(tune)
+    main(tune, "tune")

@@ -36,7 +36,7 @@ def _config(suite: str, model: str, optimizer: str, lr: float, seed: int) -> dic
                    "global_batch": BATCH, "micro_batch": BATCH, "schedule": "cosine", "warmup_steps": 30,
                    "min_lr_ratio": 0.1, "grad_clip": 1.0, "eval_every": EVAL_EVERY,
                    "log_every": LOG_EVERY, "ckpt_every": 100},
-        "train": {"device": "cpu", "compile": False, "dtype": "float32", "wandb": "disabled"},
+        "train": {"device": "cpu", "compile": False, "dtype": "float32", "wandb": {"mode": "disabled"}},
     }
 
 

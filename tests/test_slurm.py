@@ -160,12 +160,12 @@ def test_suite_survives_cancel_preemption_and_time_limit(slurm_cluster, small_cf
 
 def test_launcher_options_are_checked_before_anything_is_submitted(small_cfg):
     runs, launcher = _suite(small_cfg)
-    with pytest.raises(ConfigError, match="launcher.gpus: not an option"):
+    with pytest.raises(ConfigError, match="unknown key launcher.gpus: launcher has nodes"):
         launch(runs, {**launcher, "gpus": 1})
     with pytest.raises(ConfigError) as bad:
         launch(runs, {**launcher, "mem_gb": -1, "signal_delay_s": -5, "nodes": 0})
-    assert [line.split("=")[0] for line in bad.value.errors] == [
-        "launcher.nodes", "launcher.signal_delay_s", "launcher.mem_gb"]
+    assert sorted(line.split("=")[0] for line in bad.value.errors) == [
+        "launcher.mem_gb", "launcher.nodes", "launcher.signal_delay_s"]
     assert not any((run_folder(c).path / RECORD).exists() for c in runs)
 
 

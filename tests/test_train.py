@@ -141,7 +141,7 @@ def test_divergence_ends_the_run_cleanly(small_cfg):
 
 def test_wandb_is_an_optional_offline_sink(small_cfg, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    info = run(small_cfg("train.wandb=offline", "budget.steps=3"))
+    info = run(small_cfg("train.wandb.mode=offline", "budget.steps=3"))
     assert info["status"] == "completed"
     folder = _folder(small_cfg("budget.steps=3"))
     offline = list((folder / "wandb").glob("offline-run-*/run-*.wandb"))

@@ -43,6 +43,7 @@ from runners.config import ConfigError, run_id
 from runners.hydra_app import SUITES_DIR
 from runners.launch import LaunchFailed
 from runners.run_folder import atomic_write, now, read_json
+from runners.schema import validate_launcher
 from runners.suite import run_folder
 from runners.train import Interrupted, run
 
@@ -50,8 +51,6 @@ DEFAULTS = yaml.safe_load((SUITES_DIR / "launcher" / "slurm.yaml").read_text())
 RECORD = "slurm.json"
 ENDING = "COMPLETING"  # SLURM is ending the job: it may leave the queue or come back to it
 ENDING_WAIT_S = 60
-INT_OPTIONS = {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": 0, "cpus_per_task": 1, "timeout_min": 1,
-               "signal_delay_s": 0, "array_parallelism": 1}
 
 
 class JobsFailed(LaunchFailed):
@@ -75,27 +74,8 @@ def launch(runs: list[dict], launcher_cfg: dict) -> None:
 
 
 def _options(launcher_cfg: dict) -> dict:
-    unknown = sorted(set(launcher_cfg) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError([f"launcher.{key}: not an option of the slurm launcher; choose among "
-                           f"{', '.join(DEFAULTS)} (suites/launcher/slurm.yaml)" for key in unknown])
-    opts = {**DEFAULTS, **launcher_cfg}
-    errors = []
-    for key, low in INT_OPTIONS.items():
-        value = opts[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            errors.append(f"launcher.{key}={value!r} must be an integer >= {low}")
-    mem = opts["mem_gb"]
-    if mem is not None and (isinstance(mem, bool) or not isinstance(mem, (int, float)) or mem <= 0):
-        errors.append(f"launcher.mem_gb={mem!r} must be a positive number, or null for the cluster's default")
-    for key in ("array", "wait"):
-        if not isinstance(opts[key], bool):
-            errors.append(f"launcher.{key}={opts[key]!r} must be true or false")
-    if not isinstance(opts["sbatch"], dict):
-        errors.append(f"launcher.sbatch={opts['sbatch']!r} must be a mapping of sbatch options")
-    if errors:
-        raise ConfigError(errors)
-    return opts
+    """The defaults of suites/launcher/slurm.yaml under the given keys, checked (runners.schema)."""
+    return validate_launcher({**DEFAULTS, **launcher_cfg})
 
 
 def squeue(job_ids: list[str]) -> dict[str, str]:
