@@ -30,7 +30,6 @@ from runners import schema
 from runners.schema import ConfigError
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-GENERATED_GROUPS = ("model", "optimizer")
 # Mappings whose keys are the user's own (hyper-parameters, sbatch options): a key=value
 # override adds to them instead of being refused.
 FREE_FORM = ("optimizer_defaults", "optimizers", "launcher.sbatch")
@@ -149,7 +148,7 @@ def _explain(hydra, e: Exception, choices: list[str]) -> str:
         group, name = m.groups()
         options = _groups(hydra).get(group, [])
         return f"unknown {group} {name!r}: choose one of {', '.join(options)}" + \
-            schema._did_you_mean(name, options)
+            schema.did_you_mean(name, options)
     if m := re.search(r"In '([^']+)': ConfigTypeError", msg):
         return f"{m.group(1)}.yaml: {_kind_mismatch(hydra, m.group(1), choices)}"
     if m := re.search(r"Could not load '([^']+)'", msg):
@@ -169,14 +168,10 @@ def _check_choices(parsed, groups: dict[str, list[str]]) -> None:
             options = groups[_key(o)]
             for value in _values(o) if o.is_sweep_override() else [o.value()]:
                 if value is not None and value not in options:
-                    errors.append(f"unknown {_key(o)} {_show_value(value)}: choose one of "
-                                  f"{', '.join(options)}" + schema._did_you_mean(value, options))
+                    errors.append(f"unknown {_key(o)} {schema.show(value)}: choose one of "
+                                  f"{', '.join(options)}" + schema.did_you_mean(value, options))
     if errors:
         raise ConfigError(errors)
-
-
-def _show_value(v) -> str:
-    return repr(v) if isinstance(v, str) else str(v)
 
 
 def _yaml_problem(e: yaml.YAMLError) -> str:
@@ -198,7 +193,7 @@ def _kind_mismatch(hydra, config_path: str, choices: list[str]) -> str:
                 continue
             if isinstance(v, dict) != isinstance(b[k], dict):
                 want = "a mapping" if isinstance(b[k], dict) else "not a mapping"
-                return f"{prefix}{k}: {_show_value(v)} must be {want}"
+                return f"{prefix}{k}: {schema.show(v)} must be {want}"
             if isinstance(v, dict):
                 found = walk(v, b[k], f"{prefix}{k}.")
                 if found:

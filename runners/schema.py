@@ -82,7 +82,7 @@ def choice(*options: str, doc: str = "", fold_case: bool = False) -> Key:
         got = v.lower() if fold_case and isinstance(v, str) else v
         if got in options:
             return got
-        raise Bad(f"choose one of {', '.join(options)}" + _did_you_mean(v, options))
+        raise Bad(f"choose one of {', '.join(options)}" + did_you_mean(v, options))
 
     return Key(check, doc)
 
@@ -135,7 +135,7 @@ def _device(v):
     if v in ("auto", "cpu", "cuda") or (isinstance(v, str) and v.startswith("cuda:")
                                          and v[5:].isascii() and v[5:].isdigit()):
         return v
-    raise Bad("choose auto, cpu, cuda or cuda:N" + _did_you_mean(v, ("auto", "cpu", "cuda")))
+    raise Bad("choose auto, cpu, cuda or cuda:N" + did_you_mean(v, ("auto", "cpu", "cuda")))
 
 
 def _folder_name(v):
@@ -269,7 +269,7 @@ MODEL = {
 }
 
 
-def _did_you_mean(word, candidates) -> str:
+def did_you_mean(word, candidates) -> str:
     close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
 
@@ -311,7 +311,7 @@ def _check_optimizer(opt: dict, errors: list[str]) -> None:
     try:
         spec = optimizers.spec(name)
     except ValueError as e:
-        errors.append(f"optimizer.name: {e}" + _did_you_mean(name, optimizers.names()))
+        errors.append(f"optimizer.name: {e}" + did_you_mean(name, optimizers.names()))
         return
     for k, v in opt.items():
         if k == "name":
@@ -367,7 +367,7 @@ def validate_run(cfg: dict, resolved: bool = False) -> dict:
     model = cfg["model"]
     if model.get("name") not in PRESETS:
         errors.append(f"model.name={show(model.get('name'))}: choose one of {', '.join(PRESETS)}"
-                      + _did_you_mean(model.get("name"), PRESETS))
+                      + did_you_mean(model.get("name"), PRESETS))
     out["model"] = {"name": model.get("name"), **_check_keys(
         {k: v for k, v in model.items() if k != "name"}, MODEL, "model.", errors, required=False)}
     _check_optimizer(cfg["optimizer"], errors)
