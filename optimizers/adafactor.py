@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import local
+from .base import group_lr, local
 from .factored import BucketedOptimizer, all_reduce_, rms_directions, stat_numel, stat_zeros
 from .grouping import decay_groups, trainable
 from .registry import (
@@ -48,11 +48,19 @@ class Adafactor(BucketedOptimizer):
                         relative_step=relative_step, scale_parameter=scale_parameter)
         super().__init__(params, defaults)
 
+    def __setstate__(self, state: dict) -> None:
+        # load_state_dict ends here too. State dicts from older torch versions hold each step as
+        # a number, and _update counts steps with a foreach op, which takes tensors only: convert
+        # them, as torch's Adam does.
+        super().__setstate__(state)
+        for per_param in self.state.values():
+            if "step" in per_param and not torch.is_tensor(per_param["step"]):
+                per_param["step"] = _step_tensor(per_param["step"])
+
     def _state(self, p, group) -> dict:
         state = self.state[p]
         if not state:
-            # on the CPU whatever the device, like torch's AdamW: reading it costs no device sync
-            state["step"] = torch.tensor(0.0)
+            state["step"] = _step_tensor(0)
             if p.dim() >= 2:
                 state["exp_avg_sq_row"] = stat_zeros(p, (-1,))
                 state["exp_avg_sq_col"] = stat_zeros(p, (-2,))
@@ -68,7 +76,8 @@ class Adafactor(BucketedOptimizer):
         torch._foreach_add_(steps, 1.0)
         ts = [float(t) for t in steps]
         eps1, eps2 = group["eps"]
-        lrs = [min(group["lr"], t**-0.5) if group["relative_step"] else group["lr"] for t in ts]
+        lr = group_lr(group)
+        lrs = [min(lr, t**-0.5) if group["relative_step"] else lr for t in ts]
         local_params = [local(p) for p in params]
         if group["scale_parameter"]:
             lrs = _scaled_by_rms(lrs, params, local_params, eps2)
@@ -86,6 +95,11 @@ class Adafactor(BucketedOptimizer):
         torch._foreach_mul_(exp_avgs, group["beta1"])
         torch._foreach_addcmul_(exp_avgs, xs, scales, value=1 - group["beta1"])
         torch._foreach_sub_(local_params, exp_avgs)
+
+
+def _step_tensor(step) -> torch.Tensor:
+    # On the CPU whatever the device, like torch's AdamW: reading it costs no device sync.
+    return torch.tensor(float(step))
 
 
 def _scaled_by_rms(lrs, params, local_params, eps2):
@@ -119,4 +133,7 @@ SPEC = register(OptimizerSpec(
     name="adafactor", build=build, predict_state_bytes=predict_state_bytes,
     defaults=dict(lr=1e-3, beta1=0.9, decay_rate=-0.8, eps=(1e-30, 1e-3), clip_threshold=1.0,
                   weight_decay=0.1, relative_step=False, scale_parameter=False),
+    # AdamW's: with relative_step off lr is the step size of a clipped, RMS-normalised update, as
+    # the Adam-mini comparison runs it (with relative_step on, lr only caps 1/sqrt(t)).
+    lr_range=(1e-4, 3e-2),
 ))

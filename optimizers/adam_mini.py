@@ -31,8 +31,8 @@ from torch import nn
 from torch.distributed.tensor import DTensor, Replicate, Shard
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
-from .base import GroupwiseOptimizer, all_reduce_batched_, local
-from .partition import Layout, partition
+from .base import GroupwiseOptimizer, all_reduce_batched_, group_lr, local
+from .partition import Layout, by_shape, partition
 from .registry import OptimizerSpec, check_common, check_range, register
 
 
@@ -81,7 +81,9 @@ def _zeros_v(p: torch.Tensor, n: int) -> torch.Tensor:
 class AdamMini(GroupwiseOptimizer):
     """Takes the model, not its parameters: the partition comes from the model's structure.
 
-    Two param groups: the decayed tensors, and the norms and biases (weight_decay 0).
+    Two param groups: the decayed tensors, and the norms and biases (weight_decay 0). A group
+    added later with `add_param_group` has no model to read its blocks from: see
+    `partition.by_shape`.
     """
 
     def __init__(self, model: nn.Module, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
@@ -90,21 +92,39 @@ class AdamMini(GroupwiseOptimizer):
         for name, value in (("dim", dim), ("n_heads", n_heads)):
             if value is not None:
                 check_range("adam_mini", name, value, 1, math.inf)
-        layouts = partition(model, v_one_block, dim, n_heads)
+        # Before super().__init__, which adds the groups through add_param_group.
+        self._layouts = partition(model, v_one_block, dim, n_heads)
+        self._plans: dict[torch.Tensor, _Plan] = {}
         groups = [
-            {"params": [p for p, lay in layouts.items() if lay.decay], "weight_decay": weight_decay},
-            {"params": [p for p, lay in layouts.items() if not lay.decay], "weight_decay": 0.0},
+            {"params": [p for p, lay in self._layouts.items() if lay.decay],
+             "weight_decay": weight_decay},
+            {"params": [p for p, lay in self._layouts.items() if not lay.decay],
+             "weight_decay": 0.0},
         ]
         super().__init__([g for g in groups if g["params"]],
                          dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
-        self._plans = {p: _plan(p, lay) for p, lay in layouts.items()}
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        for p in self.param_groups[-1]["params"]:
+            self._plans[p] = _plan(p, self._layouts.setdefault(p, by_shape(p.shape)))
+
+    # torch.optim.Optimizer pickles (and so deep-copies) defaults, state and param_groups only:
+    # the partition travels with them, and the plans (which hold process groups) are rebuilt for
+    # the copy's parameters. load_state_dict ends in __setstate__ too, and rebuilds the same ones.
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_layouts": self._layouts}
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._plans = {p: _plan(p, lay) for p, lay in self._layouts.items()}
 
     def _step_group(self, group: dict) -> None:
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return
         beta1, beta2 = group["betas"]
-        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        lr, eps, wd = group_lr(group), group["eps"], group["weight_decay"]
         plans = [self._plans[p] for p in params]
         states = [self._state(p, plan) for p, plan in zip(params, plans)]
         # (rows, cols) views of this rank's slice; in-place ops on them update the parameters.
@@ -184,4 +204,6 @@ SPEC = register(OptimizerSpec(
                   v_one_block=False,
                   # Head layout for models that do not declare one (official name rules).
                   dim=None, n_heads=None),
+    # AdamW's: the authors run it at AdamW's lr, and Wen et al.'s best at 130M (8e-3) was AdamW's.
+    lr_range=(1e-4, 3e-2),
 ))

@@ -31,7 +31,7 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from .base import GroupwiseOptimizer, local
+from .base import GroupwiseOptimizer, group_lr, local
 from .chunking import chunks
 from .grouping import decay_groups, trainable
 from .registry import OptimizerSpec, check_common, check_range, check_tuple, register
@@ -100,6 +100,7 @@ class AdEMAMix(GroupwiseOptimizer):
 
     def _update(self, group: dict, params: list[torch.Tensor], step: int) -> None:
         beta1, beta2, beta3 = group["betas"]
+        lr = group_lr(group)
         alpha = alpha_at(step, group["alpha"], group["alpha_warmup"])
         beta3_t = beta3_at(step, beta1, beta3, group["beta3_warmup"])
         bias_correction1 = 1 - beta1**step
@@ -127,8 +128,8 @@ class AdEMAMix(GroupwiseOptimizer):
         torch._foreach_add_(denominators, group["eps"] * math.sqrt(bias_correction2))
         # lr * wd * theta is taken from the pre-update theta, as in Apple's code.
         if group["weight_decay"] != 0:
-            torch._foreach_mul_(theta, 1 - group["lr"] * group["weight_decay"])
-        step_size = group["lr"] * math.sqrt(bias_correction2)
+            torch._foreach_mul_(theta, 1 - lr * group["weight_decay"])
+        step_size = lr * math.sqrt(bias_correction2)
         torch._foreach_addcdiv_(theta, fasts, denominators, value=-step_size / bias_correction1)
         if alpha != 0:
             torch._foreach_addcdiv_(theta, slows, denominators, value=-step_size * alpha)
@@ -152,4 +153,6 @@ SPEC = register(OptimizerSpec(
     defaults=dict(lr=1e-3, betas=(0.9, 0.999, 0.9999), alpha=5.0, alpha_warmup=None,
                   beta3_warmup=None, eps=1e-8, weight_decay=0.1),
     budget_options=("alpha_warmup", "beta3_warmup"),
+    # The paper's best lrs are AdamW's or below (1e-3 at 110M, 3e-4 at 1.3B; App. B.1).
+    lr_range=(1e-4, 1e-2),
 ))

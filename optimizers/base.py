@@ -25,6 +25,14 @@ def all_reduce_batched_(pairs, op=dist.ReduceOp.SUM) -> None:
             m.copy_(chunk.view_as(m))
 
 
+def group_lr(group: dict) -> float:
+    """The group's lr as a Python number, read at every step: torch.optim lets lr be a
+    one-element tensor, which a scheduler fills in place. The step's arithmetic takes it as a
+    number, so that a tensor lr computes exactly what the same float does (a GPU tensor costs a
+    host sync per group)."""
+    return float(group["lr"])
+
+
 class GroupwiseOptimizer(torch.optim.Optimizer):
     """torch.optim's `step(closure)`; a subclass updates one parameter group at a time."""
 

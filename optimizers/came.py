@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import local
+from .base import group_lr, local
 from .factored import (
     BucketedOptimizer, factored_ema_, inverse_root_factors, rms_directions, split_factored,
     stat_numel, stat_zeros,
@@ -54,7 +54,7 @@ class CAME(BucketedOptimizer):
     def _update(self, group, params, scratch) -> None:
         beta1, beta2, beta3 = group["betas"]
         eps1, eps2 = group["eps"]
-        lr, weight_decay = group["lr"], group["weight_decay"]
+        lr, weight_decay = group_lr(group), group["weight_decay"]
         states = [self._state(p) for p in params]
         xs, scales = rms_directions(params, [local(p.grad) for p in params], states,
                                     [1 - beta2] * len(params), eps1, group["clip_threshold"],
@@ -104,4 +104,6 @@ SPEC = register(OptimizerSpec(
     name="came", build=build, predict_state_bytes=predict_state_bytes,
     defaults=dict(lr=1e-3, betas=(0.9, 0.999, 0.9999), eps=(1e-30, 1e-16), clip_threshold=1.0,
                   weight_decay=0.1),
+    # AdamW's range halved: its authors tune it at 0.5-0.9x AdamW's lr for pre-training (README).
+    lr_range=(5e-5, 1.5e-2),
 ))

@@ -90,6 +90,16 @@ def elementwise(shape: torch.Size) -> Layout:
     return Layout(1, (Segment("element", shape.numel(), 1),), decay=False)
 
 
+def by_shape(shape: torch.Size) -> Layout:
+    """For a parameter known by its shape alone (one added with add_param_group): one v per row
+    of a matrix, the official block for most weights, and plain Adam for a vector. Never one v for
+    a whole matrix, the default partition the authors found unstable. (`decay` is unused: the
+    group's weight_decay applies.)"""
+    if len(shape) >= 2:
+        return uniform("neuron", shape, decay=True, block_rows=1)
+    return elementwise(shape)
+
+
 def fused_qkv(shape: torch.Size, n_head: int, head_dim: int, v_one_block: bool) -> Layout:
     rows, cols = _matrix(shape)
     c = n_head * head_dim

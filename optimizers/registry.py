@@ -5,7 +5,9 @@ Users register their own optimizer with `register(...)`; suites then name it lik
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -26,16 +28,32 @@ class OptimizerSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     # Options derived from the run's budget (e.g. AdEMAMix's warmups), filled in by the runner.
     budget_options: tuple[str, ...] = ()
+    # (lo, hi): where a tuner searches lr, log-uniformly, at GPT-2-like scales. None: a decade
+    # either side of the default lr, filled in by register().
+    lr_range: tuple[float, float] | None = None
 
 
 _REGISTRY: dict[str, OptimizerSpec] = {}
 
 
 def register(spec: OptimizerSpec) -> OptimizerSpec:
+    """Register `spec` under its name; returns it as registered (lr_range filled in)."""
     if "lr" not in spec.defaults:
         raise ValueError(f"optimizer {spec.name!r}: defaults must include lr")
+    lr_range = spec.lr_range
+    if lr_range is None and _is_number(spec.defaults["lr"]):
+        lr_range = (spec.defaults["lr"] / 10, spec.defaults["lr"] * 10)
+    if not (isinstance(lr_range, (tuple, list)) and len(lr_range) == 2
+            and all(map(_is_number, lr_range)) and 0 < lr_range[0] < lr_range[1] < math.inf):
+        raise ValueError(f"optimizer {spec.name!r}: lr_range={spec.lr_range!r} must be (lo, hi) "
+                         "with 0 < lo < hi < inf")
+    spec = dataclasses.replace(spec, lr_range=(float(lr_range[0]), float(lr_range[1])))
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def names() -> list[str]:
@@ -94,7 +112,12 @@ def check_range(opt: str, param: str, value: float, lo: float, hi: float, hi_ope
         raise ValueError(f"optimizer {opt!r}: {param}={value!r} is outside [{lo}, {hi}{bracket}")
 
 
-def check_common(opt: str, lr: float, weight_decay: float = 0.0, betas=(), eps=None) -> None:
+def check_common(opt: str, lr, weight_decay: float = 0.0, betas=(), eps=None) -> None:
+    if isinstance(lr, torch.Tensor):  # torch.optim's one-element tensor lr (see base.group_lr)
+        if lr.numel() != 1:
+            raise ValueError(f"optimizer {opt!r}: lr must be a number or a one-element tensor, "
+                             f"not a tensor of shape {list(lr.shape)}")
+        lr = lr.item()
     check_range(opt, "lr", lr, 0.0, math.inf)
     check_range(opt, "weight_decay", weight_decay, 0.0, math.inf)
     for i, beta in enumerate(betas):

@@ -223,6 +223,16 @@ def test_state_dict_round_trip():
     assert all(s["step"] == 4 for s in twin_opt.state.values())
 
 
+def test_an_added_group_gets_a_v_per_matrix_row_and_plain_adam_for_vectors():
+    """add_param_group brings no model to read blocks from: partition.by_shape decides."""
+    opt = optimizers.build("adam_mini", build_model("nano", n_layer=1))
+    matrix, vector = nn.Parameter(torch.randn(5, 8)), nn.Parameter(torch.randn(3))
+    opt.add_param_group({"params": [matrix, vector]})
+    matrix.grad, vector.grad = torch.randn(5, 8), torch.randn(3)
+    opt.step()
+    assert opt.state[matrix]["v"].shape == (5,) and opt.state[vector]["v"].shape == (3,)
+
+
 def nano_step(model, opt, seed):
     tokens = torch.randint(256, (2, 17), generator=torch.Generator().manual_seed(seed))
 
