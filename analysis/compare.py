@@ -1,8 +1,11 @@
-"""The comparison: results tables -> per-arm statistics against the AdamW baseline.
+"""The comparison: results tables -> per-arm statistics against the baseline, one per budget.
 
-An *arm* is one model + optimizer + hyper-parameter setting (normally model + optimizer + lr);
-its runs differ only by seed. Seeds are paired across arms (seed s gives every optimizer the same
-initial weights and data order), so differences to the baseline are taken seed by seed.
+An *arm* is one model + optimizer + hyper-parameter setting (normally model + optimizer + lr) at
+one budget; its runs differ only by seed. Seeds are paired across arms (seed s gives every
+optimizer the same initial weights and data order), so differences to the baseline are taken
+seed by seed. A run that diverged or failed is its arm's loss on that seed (+inf to the test in
+`analysis.stats`); a running, interrupted or pruned run has no outcome yet and joins no pair.
+A folder holding several budgets (budget.tokens) gives one Comparison per budget.
 """
 
 from __future__ import annotations
@@ -14,29 +17,51 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from . import stats
 from .load import ResultsError, load_runs, load_tuning
 
-PAIRS_FOR_FULL_COVERAGE = 5  # below this many paired seeds a bootstrap interval runs narrow
+FAILED = ("diverged", "failed")  # outcomes that count as a loss of their arm
+# Where each arm's lr came from, as the run folders show it (config, tuned.yaml, the other arms).
+LR_SOURCES = {
+    "tuned": "tuned.yaml's lr for this model and optimizer at this budget",
+    "grid": "one of several lrs of this optimizer (an lr grid)",
+    "default": "the optimizer's registered default lr",
+    "shared": "the lr of other optimizers too (the suite's optimizer_defaults)",
+    "set": "an lr given for this optimizer alone",
+}
+SHIPPED_TUNED = Path(__file__).resolve().parents[1] / "suites" / "tuned.yaml"  # as runners.suite reads it
+WARM_STEPS = 10  # runners/train.py leaves min(10, steps // 10) warm-up steps out of its timings
+NOISE_SDS = 3.0  # a forward+backward this many robust sds of the runs' spread off is machine noise
 # Per-arm columns against the baseline (NaN for the baseline itself and where there is none).
 VS_BASELINE = [
-    "is_baseline", "n_pairs", "delta", "delta_lo", "delta_hi", "sd_delta", "mde", "verdict", "provisional",
+    "is_baseline", "n_pairs", "delta", "delta_lo", "delta_hi", "sd_delta", "p_value", "mde", "verdict",
     "baseline_tokens", "speedup", "speedup_lo", "speedup_hi", "speedup_where", "time_to_target_s",
 ]
+TIMINGS = ("tokens_per_s", "step_s", "fwd_bwd_s", "opt_s")  # per logged step; tokens/s is global
 
 
 @dataclass
 class Comparison:
     folder: Path
+    tokens: int  # the budget (budget.tokens) every run here was compared at
     runs: pd.DataFrame  # one row per run, with its `arm` label
     metrics: pd.DataFrame  # one row per logged step, with `arm` and `seed`
     arms: pd.DataFrame  # one row per arm: every figure of the report
     baseline: dict[str, str]  # model -> the baseline arm's label
     budget: dict[str, dict]  # model -> the budget its runs were compared at
-    target: dict[str, float]  # model -> the loss that time-to-target is measured at
+    target: dict[str, float]  # model -> the val loss that time-to-target is measured at
+    loss: str  # the runs' summary field compared: final_test_loss, else final_val_loss
+    fwd_bwd: pd.DataFrame  # model -> seconds (the optimizer-independent forward+backward per
+    #                        step: the median run's), noise (robust sd over runs), runs
     tuning: pd.DataFrame | None  # one row per trial, or None
     tuning_summary: pd.DataFrame | None  # one row per study, or None
+
+    @property
+    def split(self) -> str:
+        """'test' or 'val': the data split whose final loss is compared."""
+        return "test" if self.loss == "final_test_loss" else "val"
 
     @property
     def problems(self) -> pd.DataFrame:
@@ -64,18 +89,28 @@ def _label_arms(runs: pd.DataFrame) -> pd.Series:
     return pd.Series([labels[k] for k in zip(runs.model, runs.optimizer, runs.hparams)], index=runs.index)
 
 
-def _one_setting(runs: pd.DataFrame, what: str) -> dict[str, dict]:
-    """model -> its runs' `what` config section, refusing a folder that mixes several."""
+def _one_setting(runs: pd.DataFrame, what: str, ignore: tuple[str, ...] = ()) -> dict[str, dict]:
+    """model -> its runs' `what` config section (less `ignore`), refusing several in one comparison."""
     out = {}
     for model, g in runs.groupby("model"):
-        seen = {json.dumps(c.get(what), sort_keys=True) for c in g.config}
+        seen = {json.dumps({k: v for k, v in (c.get(what) or {}).items() if k not in ignore}, sort_keys=True)
+                for c in g.config}
         if len(seen) > 1:
             raise ResultsError(
-                f"runs of model {model!r} use {len(seen)} different {what} settings; a comparison is "
-                f"made at one {what}: put each in its own results folder"
+                f"runs of model {model!r} at {g['cfg.budget.tokens'].iloc[0]:,} tokens use {len(seen)} "
+                f"different {what} settings; a comparison is made at one {what}: put each in its own results folder"
             )
         out[model] = json.loads(seen.pop())
     return out
+
+
+def _check_pairing(runs: pd.DataFrame) -> None:
+    """A seed must mean one data order for every arm, or its runs are not paired."""
+    orders = runs.groupby(["model", "seed"])["cfg.data.seed"].nunique()
+    if (orders > 1).any():
+        model, seed = orders[orders > 1].index[0]
+        raise ResultsError(f"seed {seed} of model {model!r} trains on {orders.max()} different data orders "
+                           "(data.seed) across arms: its runs are not paired")
 
 
 def _mean(s: pd.Series) -> float:
@@ -83,10 +118,88 @@ def _mean(s: pd.Series) -> float:
     return float(s.mean()) if s.notna().any() else math.nan
 
 
-def _arm_row(g: pd.DataFrame) -> dict:
+def _loss_field(runs: pd.DataFrame) -> str:
+    """The held-out test loss when every completed run has one (tuning never saw it), else val."""
+    test = pd.to_numeric(runs[runs.status == "completed"].final_test_loss, errors="coerce")
+    return "final_test_loss" if test.notna().all() else "final_val_loss"
+
+
+def _outcomes(runs: pd.DataFrame, arm: str, field: str) -> pd.Series:
+    """seed -> the arm's final loss; +inf where it diverged or failed; unfinished seeds left out."""
+    g = runs[(runs.arm == arm) & runs.status.isin(("completed", *FAILED))]
+    return pd.Series(np.where(g.status == "completed", pd.to_numeric(g[field], errors="coerce"), np.inf),
+                     index=g.seed, dtype=float)
+
+
+def _paired(runs: pd.DataFrame, arm: str, base: str, field: str) -> dict:
+    x, b = _outcomes(runs, arm, field), _outcomes(runs, base, field)
+    seeds = x.index.intersection(b.index)
+    failed = runs[runs.arm == arm].status.isin(FAILED).any()
+    return stats.paired_difference(x[seeds].to_numpy(), b[seeds].to_numpy(), arm_failed=failed)
+
+
+def _timed_steps(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Logged training steps of completed runs, less the warm-up steps train.py leaves untimed."""
+    done = runs[runs.status == "completed"][["run_id", "total_steps"]]
+    m = metrics.merge(done, on="run_id")
+    m = m[m.time_fwd_bwd_s.notna() & (m.step > np.minimum(WARM_STEPS, m.total_steps // 10))]
+    return m.assign(fwd_bwd_s=m.time_fwd_bwd_s, opt_s=m.time_opt_s, step_s=m.time_fwd_bwd_s + m.time_opt_s)
+
+
+def _timing(steps: pd.DataFrame) -> dict:
+    """Median and 5-95% range over the arm's logged steps, all seeds pooled."""
+    out = {}
+    for name in TIMINGS:
+        v = steps[name].dropna()
+        lo, med, hi = np.quantile(v, [0.05, 0.5, 0.95]) if len(v) else (math.nan,) * 3
+        out |= {name: med, f"{name}_lo": lo, f"{name}_hi": hi}
+    return out
+
+
+def _registered_lr(optimizer: str):
+    import optimizers  # torch: only when an arm's lr has to be placed
+
+    try:
+        return optimizers.spec(optimizer).defaults["lr"]
+    except ValueError:  # not a registered name: no default to compare with
+        return None
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        return (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ResultsError(f"{path}: cannot read it as YAML ({e})") from None
+
+
+def _tuned_entry(tuned: list[dict], model: str, tokens: int, optimizer: str) -> dict | None:
+    """tuned.yaml's entry (model -> budget tokens -> optimizer), the suite's own before the shipped one."""
+    for t in tuned:
+        entry = ((t.get(model) or {}).get(str(tokens)) or {}).get(optimizer)
+        if entry:
+            return entry
+    return None
+
+
+def _lr_source(r, arms: pd.DataFrame, tuned: list[dict], tokens: int) -> str:
+    entry = _tuned_entry(tuned, r.model, tokens, r.optimizer)
+    if entry and math.isclose(entry.get("lr", math.nan), r.lr, rel_tol=1e-9):
+        edge = entry.get("at_edge")
+        return "tuned" + (f" (best at the {edge} edge of its range)" if edge else "")
+    same_model = arms[arms.model == r.model]
+    if same_model[same_model.optimizer == r.optimizer].lr.nunique() > 1:
+        return "grid"
+    default = _registered_lr(r.optimizer)
+    if default is not None and math.isclose(default, r.lr, rel_tol=1e-9):
+        return "default"
+    others = same_model[same_model.optimizer != r.optimizer].lr
+    return "shared" if np.isclose(others, r.lr, rtol=1e-9).any() else "set"
+
+
+def _arm_row(g: pd.DataFrame, loss: str, steps: pd.DataFrame) -> dict:
     done = g[g.status == "completed"]
-    loss = done.final_val_loss.astype(float).to_numpy()
-    lo, hi = stats.bootstrap_mean_ci(loss)
+    x = pd.to_numeric(done[loss], errors="coerce").to_numpy()
+    lo, hi = stats.mean_ci(x)
     div = g[g.status == "diverged"]
     return {
         "model": g.model.iloc[0], "optimizer": g.optimizer.iloc[0], "lr": g.lr.iloc[0],
@@ -94,24 +207,17 @@ def _arm_row(g: pd.DataFrame) -> dict:
         "n_diverged": len(div), "n_failed": int((g.status == "failed").sum()),
         "seeds": sorted(done.seed.tolist()),
         "diverged_at": sorted(int(s) for s in div.diverged_at_step.dropna()),
-        "loss_mean": float(loss.mean()) if loss.size else math.nan,
-        "loss_sd": float(loss.std(ddof=1)) if loss.size > 1 else math.nan,
-        "loss_lo": float(lo), "loss_hi": float(hi),
-        # Throughput and memory of the completed runs; state bytes do not depend on the outcome.
+        "loss_mean": float(x.mean()) if x.size else math.nan,
+        "loss_sd": float(x.std(ddof=1)) if x.size > 1 else math.nan,
+        "loss_lo": float(lo), "loss_hi": float(hi), "val_loss_mean": _mean(done.final_val_loss),
+        # Memory of the completed runs; state bytes do not depend on the outcome.
         "tokens": _mean(done.tokens), "opt_state_bytes": _mean(g.opt_state_bytes),
         "peak_mem_bytes": _mean(done.peak_mem_bytes),
         "peak_mem_kind": ", ".join(sorted(set(done.peak_mem_kind.dropna()))),
-        "cuda_max_reserved_bytes": _mean(done.cuda_max_reserved_bytes),
-        "tokens_per_s": _mean(done.tokens_per_s), "mfu": _mean(done.mfu),
-        "time_fwd_bwd_s": _mean(done.time_fwd_bwd_s), "time_opt_s": _mean(done.time_opt_s),
+        "cuda_max_reserved_bytes": _mean(done.cuda_max_reserved_bytes), "mfu": _mean(done.mfu),
         "wall_time_s": _mean(done.wall_time_s),
         "world_size": _mean(done.get("env.world_size", pd.Series(dtype=float))),
-    }
-
-
-def _final_by_seed(runs: pd.DataFrame, arm: str) -> pd.Series:
-    done = runs[(runs.arm == arm) & (runs.status == "completed")]
-    return done.set_index("seed").final_val_loss.astype(float)
+    } | _timing(steps[steps.arm == g.arm.iloc[0]])
 
 
 def _val_curves(metrics: pd.DataFrame, runs: pd.DataFrame, arm: str, x,
@@ -122,41 +228,32 @@ def _val_curves(metrics: pd.DataFrame, runs: pd.DataFrame, arm: str, x,
     return m.pivot_table(index=x, columns="seed", values=values)
 
 
-def _difference(runs: pd.DataFrame, arm: str, base: str) -> dict:
-    x, b = _final_by_seed(runs, arm), _final_by_seed(runs, base)
-    seeds = x.index.intersection(b.index)
-    d = stats.paired_difference(x[seeds].to_numpy(), b[seeds].to_numpy())
-    d["provisional"] = 0 < d["n_pairs"] < PAIRS_FOR_FULL_COVERAGE
-    return d
-
-
 def _speedup(runs: pd.DataFrame, metrics: pd.DataFrame, arm: str, base: str) -> dict:
-    """Tokens the baseline's seed-averaged val curve needs to reach the arm's final loss / the arm's tokens.
+    """Tokens the baseline's seed-averaged val curve needs to reach (its final loss + the arm's
+    paired val-loss shift) / the arm's tokens; the interval maps the shift's interval the same way.
 
-    Bootstrapped over paired seeds: each resample averages the same seeds' baseline curves and
-    arm losses. `speedup_where` is +1 when the arm ends below anything the baseline reached (the
-    figure is then a lower bound), -1 when above the baseline's first evaluation (an upper bound).
+    `speedup_where` is +1 when the arm ends below anything the baseline reached (the figure is
+    then a lower bound), -1 when above the baseline's first evaluation (an upper bound).
     """
     curves = _val_curves(metrics, runs, base, "tokens")
     curves = curves[curves.index > 0].dropna()  # step 0 is the untrained model
-    final = _final_by_seed(runs, arm)
-    seeds = curves.columns.intersection(final.index)
     tokens = _mean(runs[(runs.arm == arm) & (runs.status == "completed")].tokens)
-    if curves.empty or seeds.empty or not tokens > 0:
+    d = _paired(runs, arm, base, "final_val_loss")
+    if curves.empty or not np.isfinite(d["delta"]) or not tokens > 0:
         return {}  # left NaN in the table
-    c, f = curves[seeds].to_numpy().T, final[seeds].to_numpy()  # (n, T), (n,)
-    need, where = stats.first_reach(curves.index, c.mean(0), f.mean(), log_x=True)
-    out = {"baseline_tokens": float(need[0]), "speedup": float(need[0]) / tokens,
-           "speedup_where": int(where[0]), "speedup_lo": math.nan, "speedup_hi": math.nan}
-    if seeds.size > 1:
-        idx, tail = stats.resample_indices(seeds.size), (1 - stats.LEVEL) / 2
-        boot, _ = stats.first_reach(curves.index, c[idx].mean(1), f[idx].mean(1), log_x=True)
-        out["speedup_lo"], out["speedup_hi"] = np.quantile(boot / tokens, [tail, 1 - tail])
-    return out
+    mean = curves.mean(axis=1).to_numpy()
+    shifts = np.array([d["delta"], d["delta_hi"], d["delta_lo"]])  # a higher loss: a lower speedup
+    need, where = stats.first_reach(curves.index, np.tile(mean, (3, 1)), mean[-1] + shifts, log_x=True)
+    # Past the baseline's curve the low end is 0 (above its first evaluation) and the high end
+    # unbounded (below its last); inside, a value read off the curve's end is still a bound.
+    lo = 0.0 if where[1] == -1 else need[1] / tokens
+    hi = math.inf if where[2] == 1 else need[2] / tokens
+    return {"baseline_tokens": float(need[0]), "speedup": float(need[0]) / tokens,
+            "speedup_where": int(where[0]), "speedup_lo": float(lo), "speedup_hi": float(hi)}
 
 
 def _time_to_target(runs: pd.DataFrame, metrics: pd.DataFrame, arm: str, target: float) -> dict:
-    """Wall-clock seconds until the arm's seed-averaged val curve first reaches `target` (NaN if never)."""
+    """Training seconds (wall_time_s) until the arm's seed-averaged val curve first reaches `target`."""
     loss = _val_curves(metrics, runs, arm, "step").dropna()  # steps every seed evaluated at
     secs = _val_curves(metrics, runs, arm, "step", values="wall_time_s").loc[loss.index]
     if loss.empty:
@@ -184,39 +281,115 @@ def _tuning_summary(tuning: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def compare(folder: str | Path, baseline: str = "adamw", target_loss: float | None = None) -> Comparison:
-    """Load a results folder and compute every figure the report shows."""
+def _choose_baselines(arms: pd.DataFrame, runs: pd.DataFrame, requested: str | None, tokens: int,
+                      folder: Path) -> dict[str, str]:
+    """model -> baseline arm: --baseline (an arm label, or an optimizer with one arm), else the
+    suite's declared baseline, else the one adamw arm, else the one tuned adamw arm; a choice
+    that is missing or ambiguous is refused, never guessed (e.g. as the best-mean arm)."""
+    listing = "; ".join(arms.arm)
+    if requested is not None and requested in set(arms.arm):
+        return {arms.model[arms.arm == requested].iloc[0]: requested}
+    declared = {json.dumps(c.get("baseline"), sort_keys=True) for c in runs.config} - {"null"}
+    if requested is None and len(declared) > 1:
+        raise ResultsError(f"the runs at {tokens:,} tokens declare {len(declared)} different baselines: "
+                           f"{', '.join(sorted(declared))}; choose one with --baseline")
+    if requested is not None:
+        want, why = {"optimizer": requested}, f"--baseline {requested!r}"
+    elif declared:  # {optimizer: NAME, lr: SOURCE} (the lr source optional), or a NAME
+        want = json.loads(declared.pop())
+        why, want = f"the declared baseline {json.dumps(want)}", want if isinstance(want, dict) else {"optimizer": want}
+    else:
+        want, why = None, "the default baseline adamw"
+    out = {}
+    for model, g in arms.groupby("model", sort=False):
+        if want is not None:
+            pick = g[(g.optimizer == want.get("optimizer"))
+                     & g.lr_source.str.startswith(want.get("lr") or "", na=False)]
+        else:
+            pick = g[g.optimizer == "adamw"]
+            if pick.empty:
+                continue  # no baseline for this model: the report says so
+            if len(pick) > 1:
+                tuned = pick[pick.lr_source.str.startswith("tuned")]
+                pick = tuned if len(tuned) == 1 else pick
+        if len(pick) != 1:
+            found = f"{len(pick)} arms ({'; '.join(pick.arm)})" if len(pick) else "no arm"
+            example = (pick if len(pick) else arms).arm.iloc[0]
+            raise ResultsError(f"{why} matches {found} at {tokens:,} tokens; the arms: {listing}; choose "
+                               f"one: python -m analysis.report {folder} --baseline '{example}'")
+        out[model] = pick.arm.iloc[0]
+    return out
+
+
+def _machine_noise(steps: pd.DataFrame, arms: pd.DataFrame) -> tuple[pd.DataFrame, list[bool]]:
+    """(model -> the common forward+backward, its noise and run count; per arm: is it machine noise).
+
+    Forward+backward does not depend on the optimizer, so an arm whose runs sit off the model's
+    common value by more than NOISE_SDS robust sds of the runs' spread measured a busier (or
+    idler) machine, not its optimizer. Runs are the unit: steps within a run share its machine.
+    """
+    per_run = steps.groupby("run_id").agg(model=("model", "first"), arm=("arm", "first"),
+                                          fwd_bwd=("fwd_bwd_s", "median"))
+    by_model = per_run.groupby("model").fwd_bwd
+    ref = pd.DataFrame({"seconds": by_model.median(), "runs": by_model.size()})
+    off = (per_run.fwd_bwd - by_model.transform("median")).abs()
+    ref["noise"] = 1.4826 * off.groupby(per_run.model).median()
+    arm_fb = per_run.groupby("arm").fwd_bwd.median()
+    flags = []
+    for r in arms.itertuples():
+        m = ref.loc[r.model] if r.model in ref.index and r.arm in arm_fb else None
+        flags.append(m is not None and m.runs >= 3 and abs(arm_fb[r.arm] - m.seconds) > NOISE_SDS * m.noise)
+    return ref, flags
+
+
+def _compare_budget(folder: Path, tokens: int, runs: pd.DataFrame, metrics: pd.DataFrame, baseline,
+                    target_loss, tuned: list[dict], tuning) -> Comparison:
+    budget = _one_setting(runs, "budget")
+    _one_setting(runs, "data", ignore=("seed",))  # one evaluation set, or the losses are not comparable
+    _check_pairing(runs)
+    runs = runs.assign(arm=_label_arms(runs))
+    metrics = metrics.merge(runs[["run_id", "model", "arm", "seed"]], on="run_id")
+    loss = _loss_field(runs)
+    steps = _timed_steps(metrics, runs)
+
+    arms = pd.DataFrame([_arm_row(g, loss, steps) | {"arm": a} for a, g in runs.groupby("arm", sort=False)])
+    arms["lr_source"] = [_lr_source(r, arms, tuned, tokens) for r in arms.itertuples()]
+    arms = arms.sort_values(["model", "loss_mean"], na_position="last").reset_index(drop=True)
+    base = _choose_baselines(arms, runs, baseline, tokens, folder)
+    if target_loss is None:  # by default: the time each arm needs to match the baseline's final val loss
+        target = {m: float(arms.loc[arms.arm == a, "val_loss_mean"].iloc[0]) for m, a in base.items()}
+    else:
+        target = {m: float(target_loss) for m in arms.model.unique()}
+
+    fwd_bwd, arms["machine_noise"] = _machine_noise(steps, arms)
+
+    extra = []
+    for r in arms.itertuples():
+        row = {"is_baseline": base.get(r.model) == r.arm}
+        if r.model in base and not row["is_baseline"]:
+            row |= _paired(runs, r.arm, base[r.model], loss)
+            if r.n_completed:
+                row |= _speedup(runs, metrics, r.arm, base[r.model])
+        if r.model in target and r.n_completed:
+            row |= _time_to_target(runs, metrics, r.arm, target[r.model])
+        extra.append(row)
+    arms = pd.concat([arms, pd.DataFrame(extra, index=arms.index).reindex(columns=VS_BASELINE)], axis=1)
+    return Comparison(folder=folder, tokens=tokens, runs=runs, metrics=metrics, arms=arms, baseline=base,
+                      budget=budget, target=target, loss=loss, fwd_bwd=fwd_bwd,
+                      tuning=tuning, tuning_summary=_tuning_summary(tuning) if tuning is not None else None)
+
+
+def compare(folder: str | Path, baseline: str | None = None, target_loss: float | None = None) -> list[Comparison]:
+    """Load a results folder and compute every figure the report shows: one Comparison per budget
+    (budget.tokens), smallest first. `baseline`: an arm label, or an optimizer with one arm."""
     folder = Path(folder)
     runs, metrics = load_runs(folder)
     if not (runs.status == "completed").any():
         counts = ", ".join(f"{n} {s}" for s, n in runs.status.value_counts().items())
         raise ResultsError(f"{folder}: no completed runs to compare ({counts})")
-    budget = _one_setting(runs, "budget")
-    _one_setting(runs, "data")  # the same evaluation set too, or the losses are not comparable
-    runs["arm"] = _label_arms(runs)
-    metrics = metrics.merge(runs[["run_id", "arm", "seed"]], on="run_id", how="left")
-
-    arms = pd.DataFrame([_arm_row(g) | {"arm": a} for a, g in runs.groupby("arm", sort=False)])
-    arms = arms.sort_values(["model", "loss_mean"], na_position="last").reset_index(drop=True)
-    base = {}
-    for model, g in arms[(arms.optimizer == baseline) & (arms.n_completed > 0)].groupby("model"):
-        base[model] = g.loc[g.loss_mean.idxmin(), "arm"]  # the best-tuned baseline arm
-    if target_loss is None:  # by default: the time each arm needs to match the baseline's final loss
-        target = {m: float(arms.loc[arms.arm == a, "loss_mean"].iloc[0]) for m, a in base.items()}
-    else:
-        target = {m: float(target_loss) for m in arms.model.unique()}
-
-    extra = []
-    for r in arms.itertuples():
-        row = {"is_baseline": base.get(r.model) == r.arm}
-        if r.model in base and r.n_completed and not row["is_baseline"]:
-            row |= _difference(runs, r.arm, base[r.model]) | _speedup(runs, metrics, r.arm, base[r.model])
-        if r.model in target and r.n_completed:
-            row |= _time_to_target(runs, metrics, r.arm, target[r.model])
-        extra.append(row)
-    arms = pd.concat([arms, pd.DataFrame(extra, index=arms.index).reindex(columns=VS_BASELINE)], axis=1)
-
+    suites = runs["cfg.suite"].dropna().unique()
+    shipped = _read_yaml(SHIPPED_TUNED)
+    tuned = [_read_yaml(folder / "tuned.yaml")] + [shipped.get(s) or {} for s in suites]
     tuning = load_tuning(folder)
-    return Comparison(folder=folder, runs=runs, metrics=metrics, arms=arms, baseline=base,
-                      budget=budget, target=target, tuning=tuning,
-                      tuning_summary=_tuning_summary(tuning) if tuning is not None else None)
+    return [_compare_budget(folder, int(t), g, metrics, baseline, target_loss, tuned, tuning)
+            for t, g in runs.groupby("cfg.budget.tokens", sort=True)]

@@ -23,7 +23,7 @@ import pandas as pd
 SCHEMA_VERSION = 1  # the run.json / tuning-file version this analysis reads
 STATUSES = ("running", "completed", "diverged", "pruned", "failed", "interrupted")
 SUMMARY_FIELDS = (
-    "final_val_loss", "best_val_loss", "tokens", "wall_time_s", "tokens_per_s", "mfu",
+    "final_val_loss", "final_test_loss", "best_val_loss", "tokens", "wall_time_s", "tokens_per_s", "mfu",
     "peak_mem_bytes", "peak_mem_kind", "cuda_max_reserved_bytes", "opt_state_bytes",
     "param_count", "time_fwd_bwd_s", "time_opt_s",
 )
@@ -103,7 +103,9 @@ def _run_row(path: Path, doc: dict) -> dict:
 
 
 def _read_metrics(path: Path) -> list[dict]:
-    """metrics.jsonl rows; a torn final line (a job killed mid-append) is dropped, any other bad line refused."""
+    """metrics.jsonl rows; a torn final line (a job killed mid-append) is dropped. Any other line
+    that is not a JSON object with an integer step, or a step that does not follow the one before
+    (a row doubled, as when two processes wrote one run), is refused."""
     if not path.exists():
         return []
     lines = path.read_text().splitlines()
@@ -112,11 +114,18 @@ def _read_metrics(path: Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError:
             if i == len(lines) - 1:
                 break
             raise ResultsError(f"{path}: line {i + 1} is not JSON") from None
+        step = row.get("step") if isinstance(row, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise ResultsError(f"{path}: line {i + 1} is not a JSON object with an integer step")
+        if rows and step <= rows[-1]["step"]:
+            raise ResultsError(f"{path}: line {i + 1} is step {step}, after step {rows[-1]['step']}: "
+                               "rows doubled or out of order")
+        rows.append(row)
     return rows
 
 
@@ -128,11 +137,15 @@ def load_runs(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     run_files = sorted(folder.glob("*/run.json"))
     if not run_files:
         raise ResultsError(f"{folder}: no runs (no */run.json) in this folder")
-    runs, metrics = [], []
+    runs, metrics, seen = [], [], {}
     for rf in run_files:
         doc = _read_json(rf)
         _check_version(rf, doc)
         row = _run_row(rf, doc)
+        if row["run_id"] in seen:  # a copied or renamed run folder: its runs would count twice
+            raise ResultsError(f"{folder}: run {row['run_id']} is in two folders, {seen[row['run_id']]} and "
+                               f"{rf.parent.name}: keep one")
+        seen[row["run_id"]] = rf.parent.name
         runs.append(row)
         for m in _read_metrics(rf.parent / "metrics.jsonl"):
             metrics.append({"run_id": row["run_id"], **m})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import qualitative
+from plotly.colors import convert_colors_to_same_type, qualitative, unlabel_rgb
 from plotly.subplots import make_subplots
 
 from . import stats
@@ -16,13 +16,14 @@ TEMPLATE = "plotly_white"
 
 
 def _colors(labels) -> dict[str, str]:
-    palette = qualitative.D3 + qualitative.Set2
+    palette = qualitative.D3 + qualitative.Set2  # hex, then rgb(...) strings past ten arms
     return {a: palette[i % len(palette)] for i, a in enumerate(labels)}
 
 
-def _rgba(hex_color: str, alpha: float) -> str:
-    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
-    return f"rgba({r},{g},{b},{alpha})"
+def _rgba(color: str, alpha: float) -> str:
+    """Any plotly colour (hex or rgb(...)) with an alpha."""
+    r, g, b = unlabel_rgb(convert_colors_to_same_type(color, "rgb")[0][0])
+    return f"rgba({r:.0f},{g:.0f},{b:.0f},{alpha})"
 
 
 def _text(values, fmt: str) -> list[str]:
@@ -73,23 +74,32 @@ def loss_vs_tokens(c: Comparison) -> go.Figure:
 
 
 def loss_vs_time(c: Comparison) -> go.Figure:
-    return _layout(_curves(c, "wall_time_s"), "Validation loss vs wall-clock time (mean over seeds, band: min-max)",
-                   "wall-clock seconds (as logged)", "validation loss")
+    return _layout(_curves(c, "wall_time_s"), "Validation loss vs training time (mean over seeds, band: min-max)",
+                   "training seconds (wall_time_s: training steps only, evaluations excluded)", "validation loss")
+
+
+# The marker of an interval unbounded on one side (a failed seed) points that way; open: both sides
+# (too few seeds for the test to reject anything).
+UNBOUNDED = {(False, False): "circle", (True, False): "triangle-right", (False, True): "triangle-left",
+             (True, True): "circle-open"}
 
 
 def difference(c: Comparison) -> go.Figure:
-    """Forest plot of the paired difference to the baseline, with its interval and the detectable effect."""
-    a = c.arms[c.arms.delta.notna()]
+    """Forest plot of the paired shift to the baseline with its interval; an unbounded side is not drawn."""
+    a = c.arms[np.isfinite(c.arms.delta.astype(float))]
     colors, fig = _colors(c.arms.arm), go.Figure()
     for r in a.itertuples():
+        up, down = r.delta_hi - r.delta, r.delta - r.delta_lo
+        err = dict(type="data", symmetric=False, array=[up if np.isfinite(up) else 0],
+                   arrayminus=[down if np.isfinite(down) else 0])
         fig.add_trace(go.Scatter(
-            x=[r.delta], y=[r.arm], mode="markers", name=r.arm, marker=dict(size=11, color=colors[r.arm]),
-            error_x=dict(type="data", symmetric=False, array=[r.delta_hi - r.delta],
-                         arrayminus=[r.delta - r.delta_lo]),
+            x=[r.delta], y=[r.arm], mode="markers", name=r.arm, error_x=err,
+            marker=dict(size=11, color=colors[r.arm], symbol=UNBOUNDED[np.isinf(up), np.isinf(down)]),
             hovertemplate=f"{r.verdict}<br>delta %{{x:.4f}} [{r.delta_lo:.4f}, {r.delta_hi:.4f}]"
-                          f"<br>MDE {r.mde:.4f}<extra>{r.arm}</extra>"))
+                          f"<br>n {r.n_pairs:.0f}, p {r.p_value:.4f}, MDE {r.mde:.4f}<extra>{r.arm}</extra>"))
     fig.add_vline(x=0, line=dict(color="black", dash="dash"))
-    return _layout(fig, "Final val loss minus baseline, paired by seed (95% bootstrap CI; left = better)",
+    return _layout(fig, f"Final loss minus baseline, paired by seed (Hodges–Lehmann shift, 95% interval of the "
+                        f"{stats.TEST}; ▸ ◂ unbounded that way, ○ both; left = better)",
                    "loss difference (nats)", "", showlegend=False, height=max(260, 120 + 50 * len(a)))
 
 
@@ -112,18 +122,30 @@ def memory(c: Comparison) -> go.Figure:
     return fig
 
 
+def _bars(a, field: str) -> dict:
+    """Error bars from the median to the 5th and 95th percentile over steps and seeds."""
+    return dict(type="data", symmetric=False, array=a[f"{field}_hi"] - a[field],
+                arrayminus=a[field] - a[f"{field}_lo"])
+
+
 def throughput(c: Comparison) -> go.Figure:
+    """tokens/s and the step split per arm; an arm measured on a busier machine is greyed and marked."""
     a, colors = c.arms, _colors(c.arms.arm)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("tokens per second", "seconds per step"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("tokens per second (global)", "seconds per step"))
     mfu = ["MFU " + m if m else "" for m in _text(a.mfu, ".1%")]
-    fig.add_trace(go.Bar(x=a.arm, y=a.tokens_per_s, marker_color=[colors[x] for x in a.arm],
-                         text=[f"{t} {m}".strip() for t, m in zip(_text(a.tokens_per_s, ",.0f"), mfu)],
+    text = [("machine noise " if noisy else "") + f"{t} {m}".strip()
+            for noisy, t, m in zip(a.machine_noise, _text(a.tokens_per_s, ",.0f"), mfu)]
+    fig.add_trace(go.Bar(x=a.arm, y=a.tokens_per_s, error_y=_bars(a, "tokens_per_s"), text=text,
+                         marker_color=["#d9d9d9" if noisy else colors[x] for x, noisy in zip(a.arm, a.machine_noise)],
                          textposition="outside", showlegend=False), row=1, col=1)
-    for field, name, color in (("time_fwd_bwd_s", "forward + backward", "#7f7f7f"),
-                               ("time_opt_s", "optimizer step", "#d62728")):
+    for field, name, color in (("fwd_bwd_s", "forward + backward", "#7f7f7f"),
+                               ("opt_s", "optimizer step", "#d62728")):
         fig.add_trace(go.Bar(x=a.arm, y=a[field], name=name, marker_color=color,
                              hovertemplate="%{y:.4f} s<extra>" + name + "</extra>"), row=1, col=2)
-    fig = _layout(fig, "Throughput and step-time split (mean over completed seeds)", "", "", barmode="stack")
+    for seconds in c.fwd_bwd.seconds:  # the optimizer-independent forward+backward
+        fig.add_hline(y=seconds, line=dict(color="black", dash="dot"), row=1, col=2)
+    fig = _layout(fig, "Throughput and step-time split (median over steps and seeds, bars: 5-95%; "
+                       "dotted: the common forward+backward)", "", "", barmode="stack")
     fig.update_yaxes(title_text="tokens/s", row=1, col=1)
     fig.update_yaxes(title_text="seconds", row=1, col=2)
     return fig
@@ -145,8 +167,8 @@ def pareto(c: Comparison) -> go.Figure:
             hovertemplate=f"state %{{x:.2f}} MiB<br>peak {r.peak_mem_bytes / MIB:.1f} MiB"
                           f"<br>loss %{{y:.4f}}<extra>{r.arm}</extra>"))
     fig.update_xaxes(range=[0, 1.15 * a.opt_state_bytes.max() / MIB])  # room for the labels
-    return _layout(fig, "Final val loss vs optimizer-state memory (95% CI; lower left is better)",
-                   "optimizer state per rank (MiB)", "final validation loss")
+    return _layout(fig, f"Final {c.split} loss vs optimizer-state memory (95% t interval; lower left is better)",
+                   "optimizer state per rank (MiB)", f"final {c.split} loss")
 
 
 def tuning_curves(c: Comparison) -> go.Figure:
@@ -186,9 +208,11 @@ def lr_sensitivity(c: Comparison) -> go.Figure:
 
 
 def figures(c: Comparison) -> dict[str, list[go.Figure]]:
-    """Report section id -> its figures, in reading order."""
-    out = {"curves": [loss_vs_tokens(c), loss_vs_time(c)], "statistics": [difference(c)],
-           "cost": [memory(c), throughput(c)], "pareto": [pareto(c)]}
-    if c.tuning is not None:
-        out["tuning"] = [tuning_curves(c), lr_sensitivity(c)]
-    return out
+    """Report section id -> the figures of one budget, in reading order."""
+    return {"curves": [loss_vs_tokens(c), loss_vs_time(c)], "statistics": [difference(c)],
+            "cost": [memory(c), throughput(c)], "pareto": [pareto(c)]}
+
+
+def tuning_figures(c: Comparison) -> list[go.Figure]:
+    """The folder's tuning studies (c.tuning is not None)."""
+    return [tuning_curves(c), lr_sensitivity(c)]

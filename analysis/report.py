@@ -1,7 +1,7 @@
 """The comparison report of a results folder: report.html (one self-contained file, opens
-offline), report.md (the same tables) and a table on the terminal.
+offline), report.md (the same tables) and a table on the terminal; one part per budget.
 
-    python -m analysis.report results/<suite> [--baseline adamw] [--target-loss 2.1]
+    python -m analysis.report results/<suite> [--baseline ARM] [--target-loss 2.1]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pandas as pd
 from plotly.offline import get_plotlyjs
 
 from . import plots, stats
-from .compare import PAIRS_FOR_FULL_COVERAGE, Comparison, compare
+from .compare import LR_SOURCES, NOISE_SDS, Comparison, compare
 from .load import SCHEMA_VERSION, ResultsError
 
 SECTIONS = {
@@ -26,8 +26,10 @@ SECTIONS = {
     "cost": "Memory and throughput", "pareto": "Memory vs loss",
     "divergences": "Divergences and failures", "tuning": "Tuning", "provenance": "Provenance",
 }
+FOLDER_SECTIONS = ("tuning", "provenance")  # once per folder; the others once per budget
 MIB = 2**20
 DASH = "—"
+NOISE = "machine noise: not comparable"
 
 
 def _finite(v) -> bool:
@@ -35,11 +37,26 @@ def _finite(v) -> bool:
 
 
 def _num(v, fmt: str = ".4f") -> str:
-    return format(v, fmt) if _finite(v) else DASH
+    """A figure; an unbounded one (an interval end past a failed seed) as ∞."""
+    if not _finite(v):
+        return DASH
+    if math.isinf(v):
+        return ("+∞" if "+" in fmt else "∞") if v > 0 else "−∞"
+    return format(v, fmt)
 
 
 def _ci(lo, hi, fmt: str = ".4f") -> str:
-    return f"[{lo:{fmt}}, {hi:{fmt}}]" if _finite(lo) and _finite(hi) else DASH
+    return f"[{_num(lo, fmt)}, {_num(hi, fmt)}]" if _finite(lo) and _finite(hi) else DASH
+
+
+def _spread(r, name: str, fmt: str, per: float = 1.0) -> str:
+    """Median [5%, 95%] over the arm's logged steps, all seeds pooled (divided by `per`)."""
+    med, lo, hi = (getattr(r, name + end) / per for end in ("", "_lo", "_hi"))
+    return f"{_num(med, fmt)} {_ci(lo, hi, fmt)}" if _finite(med) else DASH
+
+
+def _budget_title(c: Comparison) -> str:
+    return f"At {c.tokens:,} tokens"
 
 
 # ---------------------------------------------------------------- text and tables
@@ -67,23 +84,37 @@ def _speedup_text(r) -> str:
 def _verdict_text(r) -> str:
     if r.is_baseline:
         return "baseline"
-    if not isinstance(r.verdict, str):
-        return DASH
-    return r.verdict + ("*" if r.provisional else "")
+    return r.verdict if isinstance(r.verdict, str) else DASH
+
+
+def _failures(r) -> str:
+    """'k of n diverged/failed', or '' when every seed's run finished."""
+    k = r.n_diverged + r.n_failed
+    if not k:
+        return ""
+    what = "diverged" if not r.n_failed else "failed" if not r.n_diverged else "diverged/failed"
+    return f"{k} of {r.n_runs} {what}"
+
+
+def _mde_text(r) -> str:
+    return "not reachable" if _finite(r.mde) and math.isinf(r.mde) else _num(r.mde)
 
 
 def summary_table(c: Comparison) -> pd.DataFrame:
     rows = []
     for r in c.arms.itertuples():
         rows.append({
-            "arm": r.arm, "seeds ok/run": f"{r.n_completed}/{r.n_runs}",
-            "final val loss (mean ± sd)": _num(r.loss_mean) + (f" ± {r.loss_sd:.4f}" if _finite(r.loss_sd) else ""),
-            "95% CI": _ci(r.loss_lo, r.loss_hi),
-            "Δ vs baseline [95% CI]": f"{r.delta:+.4f} {_ci(r.delta_lo, r.delta_hi, '+.4f')}"
+            "arm": r.arm, "lr source": r.lr_source, "seeds ok/run": f"{r.n_completed}/{r.n_runs}",
+            "diverged/failed": _failures(r) or DASH,
+            f"final {c.split} loss (mean ± sd)":
+                _num(r.loss_mean) + (f" ± {r.loss_sd:.4f}" if _finite(r.loss_sd) else ""),
+            "95% CI (t)": _ci(r.loss_lo, r.loss_hi),
+            "Δ vs baseline [95% CI]": f"{_num(r.delta, '+.4f')} {_ci(r.delta_lo, r.delta_hi, '+.4f')}"
             if _finite(r.delta) else DASH,
-            "verdict": _verdict_text(r), "MDE (80% power)": _num(r.mde),
+            "n": _num(r.n_pairs, ".0f"), "p": _num(r.p_value, ".4f"),
+            "verdict": _verdict_text(r), "MDE (80% power)": _mde_text(r),
             "token-equivalent speedup": "1 (baseline)" if r.is_baseline else _speedup_text(r),
-            "time to target (s)": _num(r.time_to_target_s, ".1f") if r.n_completed else DASH,
+            "time to target (training s)": _num(r.time_to_target_s, ".1f") if r.n_completed else DASH,
         })
     return pd.DataFrame(rows)
 
@@ -91,15 +122,19 @@ def summary_table(c: Comparison) -> pd.DataFrame:
 def cost_table(c: Comparison) -> pd.DataFrame:
     rows = []
     for r in c.arms.itertuples():
-        step = r.time_fwd_bwd_s + r.time_opt_s
+        ranks = r.world_size if _finite(r.world_size) else 1
         rows.append({
-            "arm": r.arm, "optimizer state (MiB/rank)": _num(r.opt_state_bytes / MIB, ".2f"),
+            "arm": r.arm, "lr source": r.lr_source,
+            "optimizer state (MiB/rank)": _num(r.opt_state_bytes / MIB, ".2f"),
             "peak memory (MiB/rank)": _num(r.peak_mem_bytes / MIB, ".1f"), "peak kind": r.peak_mem_kind or DASH,
             "CUDA reserved (MiB)": _num(r.cuda_max_reserved_bytes / MIB, ".1f"),
-            "ranks": _num(r.world_size, ".0f"), "tokens/s": _num(r.tokens_per_s, ",.0f"),
-            "MFU": _num(r.mfu, ".1%"), "fwd+bwd s/step": _num(r.time_fwd_bwd_s, ".4f"),
-            "optimizer s/step": _num(r.time_opt_s, ".4f"),
-            "optimizer share": _num(r.time_opt_s / step if step else math.nan, ".1%"),
+            "ranks": _num(r.world_size, ".0f"),
+            "tokens/s, global": _spread(r, "tokens_per_s", ",.0f"),
+            "tokens/s per rank": _spread(r, "tokens_per_s", ",.0f", per=ranks),
+            "MFU per device": _num(r.mfu, ".1%"), "s/step": _spread(r, "step_s", ".4f"),
+            "fwd+bwd s/step": _spread(r, "fwd_bwd_s", ".4f"), "optimizer s/step": _spread(r, "opt_s", ".4f"),
+            "optimizer share": _num(r.opt_s / r.step_s if r.step_s else math.nan, ".1%"),
+            "comparable": NOISE if r.machine_noise else "yes" if _finite(r.fwd_bwd_s) else DASH,
         })
     return pd.DataFrame(rows)
 
@@ -149,6 +184,13 @@ def headline(c: Comparison) -> list[str]:
     out += provenance_warnings(c.runs)
     if not c.baseline:
         out.append("No baseline arm in this folder: differences and speedups are not computed.")
+    sources = sorted({s.split(" (")[0] for s in c.arms.lr_source})
+    if len(sources) > 1:  # e.g. a tuned baseline against arms at their default lr
+        out.append(f"Warning: the arms' lrs come from different sources ({', '.join(sources)}): an arm "
+                   "tuned at this budget has an advantage over one that was not.")
+    for model, base in c.baseline.items():
+        b = c.arms[c.arms.arm == base].iloc[0]
+        out.append(f"Baseline{f' ({model})' if len(c.baseline) > 1 else ''}: {base} (lr source: {b.lr_source}).")
     for r in c.arms.itertuples():
         base = c.baseline.get(r.model)
         if r.is_baseline or base is None:
@@ -160,40 +202,64 @@ def headline(c: Comparison) -> list[str]:
         b = c.arms[c.arms.arm == base].iloc[0]
         mem = f"optimizer state {r.opt_state_bytes / b.opt_state_bytes:.2f}× the baseline's" \
             if _finite(r.opt_state_bytes) and b.opt_state_bytes else "optimizer state unknown"
+        failed = _failures(r)
         out.append(
-            f"{r.arm}: final val loss {_num(r.loss_mean)} vs {_num(b.loss_mean)} ({base}), "
+            f"{r.arm} ({r.lr_source}): final {c.split} loss {_num(r.loss_mean)} vs {_num(b.loss_mean)}, "
             f"Δ {_num(r.delta, '+.4f')} {_ci(r.delta_lo, r.delta_hi, '+.4f')} over {r.n_pairs:.0f} paired seeds: "
             f"{_verdict_text(r)}; token-equivalent speedup {_speedup_text(r)}; {mem}"
-            + (f"; {r.n_diverged} of {r.n_runs} runs diverged" if r.n_diverged else "") + ".")
+            + (f"; {failed}" if failed else "") + ".")
     return out
 
 
+def how_to_read(c: Comparison) -> str:
+    """The test, n and MDE behind each verdict, in one paragraph."""
+    behind = [f"{r.arm}: n={r.n_pairs:.0f}, p={_num(r.p_value)}, MDE {_mde_text(r)} → {r.verdict}"
+              + (f" ({_failures(r)})" if _failures(r) else "")
+              for r in c.arms.itertuples() if isinstance(r.verdict, str)]
+    return (
+        f"How to read this: each verdict is the two-sided {stats.TEST} at {stats.ALPHA:.0%} on the per-seed "
+        f"differences of the final {c.split} loss, arm − baseline, paired by seed (same initial weights "
+        "and data order). n counts the seeds with an outcome for both; a seed on which an arm diverged or "
+        "failed counts as that arm's loss on that seed (the largest rank against it), and an arm with such a "
+        f"seed is never called better. Below {stats.MIN_PAIRS} pairs the test cannot reach 5% (its smallest "
+        "p is 2/2ⁿ), so there is no verdict. The MDE is the smallest true difference this test detects with "
+        f"{stats.POWER:.0%} power at that n, for normal noise with the observed sd of the differences: "
+        "'not distinguishable' does not mean equal, only that any difference is likely below it. "
+        "Δ is the Hodges–Lehmann shift (the median of the Walsh averages) and its interval the shifts the "
+        "test does not reject." + (" Behind each verdict: " + "; ".join(behind) + "." if behind else "")
+    )
+
+
 def method_notes(c: Comparison) -> list[str]:
-    notes = [
-        f"Final val loss per arm: mean over completed seeds; interval: {stats.LEVEL:.0%} bootstrap "
-        f"(expanded percentile, {stats.N_BOOT:,} resamples, RNG seed {stats.BOOT_SEED}).",
-        "Δ = arm − baseline, paired by seed (seeds where both completed); verdict 'better'/'worse' when "
-        "its interval excludes 0, else 'not distinguishable'. The baseline is the best-mean arm of "
-        "the baseline optimizer for each model.",
-        f"* fewer than {PAIRS_FOR_FULL_COVERAGE} paired seeds: a bootstrap interval covers less than its "
-        "nominal level (about 75% at 3 seeds in simulation), so treat that verdict as provisional.",
-        "MDE (minimum detectable effect) = (t₀.₉₇₅,ₙ₋₁ + t₀.₈₀,ₙ₋₁) · sd(Δ) / √n (Student t; "
-        "→ 2.80 · sd(Δ) / √n for many seeds, 5.36 · sd(Δ) / √n at n = 3): the smallest true "
-        "difference these n paired seeds detect with 80% power at α = 0.05.",
-        "Token-equivalent speedup = tokens the baseline's seed-averaged val curve needs to reach the "
-        "arm's final loss (log-token interpolation) ÷ the arm's tokens; CI from paired seed resamples. "
-        "It is read off the baseline's own schedule (not from baseline runs at shorter budgets), "
-        "where the baseline is not yet annealed, so figures below 1 are optimistic for the arm.",
-        "Time to target: wall-clock seconds (as logged, evaluation included) until the arm's "
+    fb = "; ".join(f"{m}: {r.seconds:.4f} s, noise {r.noise:.4f} s over {r.runs:.0f} runs"
+                   for m, r in c.fwd_bwd.iterrows()) or DASH
+    return [
+        f"Final {c.split} loss per arm: mean over completed seeds; interval: Student t {stats.LEVEL:.0%}."
+        + (" The test split is held out: tuning never saw it." if c.split == "test" else
+           " (These runs record no held-out test loss.)"),
+        "lr source: " + "; ".join(f"{k}: {v}" for k, v in LR_SOURCES.items()) + ".",
+        "Token-equivalent speedup = tokens the baseline's seed-averaged val curve needs to reach its own "
+        "final val loss plus the arm's paired val-loss shift (log-token interpolation) ÷ the arm's tokens; "
+        "the interval maps the shift's interval the same way. It is read off the baseline's own schedule "
+        "(not from baseline runs at shorter budgets), where the baseline is not yet annealed, so figures "
+        "below 1 are optimistic for the arm.",
+        "Time to target: training seconds (wall_time_s as runners/train.py logs it: the sum over training "
+        "steps of batch fetch, forward, backward, gradient clipping and optimizer step, a torch.compile in "
+        "the first steps included; evaluations, checkpoints, logging and start-up excluded) until the arm's "
         "seed-averaged val curve first reaches "
         + ", ".join(f"{t:.4f} ({m})" for m, t in c.target.items())
-        + (" — the baseline's final loss" if c.baseline else "") + "; '—' when never reached.",
+        + (" — the baseline's final val loss" if c.baseline else "") + "; '—' when never reached.",
+        "Throughput and step times: median [5th, 95th percentile] over the logged training steps of all "
+        "completed seeds (warm-up steps left out). tokens/s is global (all ranks); per rank = global ÷ "
+        "ranks; MFU is per device (one rank's tokens against one device's peak FLOP/s). Forward+backward "
+        f"does not depend on the optimizer; its common value: {fb}. An arm whose forward+backward is more "
+        f"than {NOISE_SDS:g} noise sds off it ran on a busier or idler machine: '{NOISE}'.",
     ]
-    return notes
 
 
-def provenance(c: Comparison) -> list[tuple[str, pd.DataFrame]]:
-    runs = c.runs
+def provenance(cs: list[Comparison]) -> list[tuple[str, pd.DataFrame]]:
+    runs = pd.concat([c.runs for c in cs])
+    folder, tuning_summary = cs[0].folder, cs[0].tuning_summary
     env_fields = [f for f in ("env.git_commit", "env.git_dirty", "env.python", "env.device",
                               "env.device_name", "env.world_size", "env.hostname") if f in runs]
     env = [{"field": f.removeprefix("env."), "value(s)": ", ".join(
@@ -201,24 +267,27 @@ def provenance(c: Comparison) -> list[tuple[str, pd.DataFrame]]:
     pkgs = pd.DataFrame(list(runs["env.packages"])).astype("string")
     env += [{"field": f"package {p}", "value(s)": ", ".join(
         f"{v} ({n} runs)" for v, n in pkgs[p].fillna("absent").value_counts().items())} for p in pkgs]
-    budget = pd.DataFrame([{"model": m} | b for m, b in c.budget.items()])
-    data = {json.dumps(cfg.get("data"), sort_keys=True) for cfg in runs.config}
+    budget = pd.DataFrame([{"model": m} | b for c in cs for m, b in c.budget.items()])
+    data = {json.dumps({k: v for k, v in (cfg.get("data") or {}).items() if k != "seed"}, sort_keys=True)
+            for cfg in runs.config}
     setup = [
-        {"item": "results folder", "value": str(c.folder)},
+        {"item": "results folder", "value": str(folder)},
         {"item": "schema_version read", "value": f"{sorted(set(runs.schema_version))} (supported: {SCHEMA_VERSION})"},
-        {"item": "data / evaluation set", "value": "; ".join(sorted(data))},
+        {"item": "data / evaluation set (data.seed: the data order)", "value": "; ".join(sorted(data))},
         {"item": "seeds", "value": ", ".join(map(str, sorted(runs.seed.unique())))},
         {"item": "suites", "value": ", ".join(sorted(map(str, runs.get("cfg.suite", pd.Series()).unique())))},
-        {"item": "tuning budget", "value": DASH if c.tuning_summary is None else "; ".join(
+        {"item": "tuning budget", "value": DASH if tuning_summary is None else "; ".join(
             f"{r.study}: {r.n_trials} trials, {r.device_seconds:,.0f} device-s"
-            for r in c.tuning_summary.itertuples())},
+            for r in tuning_summary.itertuples())},
         {"item": "report generated", "value": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
     ]
-    tuned = c.folder / "tuned.yaml"
+    tuned = folder / "tuned.yaml"
     if tuned.is_file():
         setup.append({"item": "tuned.yaml", "value": tuned.read_text().strip()})
     run_list = runs.sort_values(["arm", "seed"])[["run_id", "arm", "seed", "status", "config_hash"]]
-    arms = c.arms[["arm", "hparams"]].rename(columns={"hparams": "optimizer settings"})
+    arms = pd.concat([c.arms.assign(budget=f"{c.tokens:,}") for c in cs])
+    arms = arms[["budget", "arm", "lr_source", "hparams"]].rename(
+        columns={"budget": "budget (tokens)", "lr_source": "lr source", "hparams": "optimizer settings"})
     return [("Setup", pd.DataFrame(setup)), ("Budget compared at", budget),
             ("Environment", pd.DataFrame(env)), ("Arms and their optimizer settings", arms),
             ("Runs (config hash: sha256 of the resolved config, first 12 hex digits)", run_list)]
@@ -235,44 +304,58 @@ def md_table(df: pd.DataFrame) -> str:
 
 
 def _tables(c: Comparison) -> dict[str, list[tuple[str, pd.DataFrame]]]:
-    """Section id -> its (caption, table) pairs, shared by the HTML and the Markdown."""
-    out = {"summary": [("Final validation loss and comparison with the baseline", summary_table(c))],
-           "cost": [("Memory and speed per rank (mean over completed seeds)", cost_table(c))],
-           "divergences": [("Runs that did not complete", problems_table(c))],
-           "provenance": provenance(c)}
-    if c.tuning_summary is not None:
-        out["tuning"] = [("Tuning studies", tuning_table(c))]
+    """Per-budget section id -> its (caption, table) pairs, shared by the HTML and the Markdown."""
+    return {"summary": [(f"Final {c.split} loss and comparison with the baseline", summary_table(c))],
+            "cost": [("Memory and speed (memory per rank; times: median [5%, 95%] over steps and seeds)",
+                      cost_table(c))],
+            "divergences": [("Runs that did not complete", problems_table(c))]}
+
+
+def _folder_tables(cs: list[Comparison]) -> dict[str, list[tuple[str, pd.DataFrame]]]:
+    out = {"provenance": provenance(cs)}
+    if cs[0].tuning_summary is not None:
+        out["tuning"] = [("Tuning studies", tuning_table(cs[0]))]
     return out
 
 
-def render_md(c: Comparison) -> str:
-    t = _tables(c)
-    out = [f"# optarena report: {c.folder.name}", ""]
-    out += [f"Compared at ({m}): {budget_line(b)}." for m, b in c.budget.items()] + [""]
-    out += [f"- {h}" for h in headline(c)] + [""]
+def render_md(cs: list[Comparison]) -> str:
+    many = len(cs) > 1
+    out = [f"# optarena report: {cs[0].folder.name}", ""]
+    out += [f"Compared at ({m}): {budget_line(b)}." for c in cs for m, b in c.budget.items()] + [""]
+    for c in cs:
+        out += ([f"**{_budget_title(c)}**", ""] if many else []) + [f"- {h}" for h in headline(c)] + [""]
+    folder = _folder_tables(cs)
     for sid in ("summary", "cost", "divergences", "tuning", "provenance"):
         out.append(f"## {SECTIONS[sid]}\n")
-        if sid == "divergences" and t[sid][0][1].empty:
-            out.append("Every run completed.\n")
-            continue
-        if sid not in t:
+        if sid == "tuning" and sid not in folder:
             out.append("No tuning ran (no tuning/*.json in this folder).\n")
             continue
-        for caption, df in t[sid]:
+        if sid in FOLDER_SECTIONS:
+            for caption, df in folder[sid]:
+                out += [f"**{caption}**\n", md_table(df), ""]
+            continue
+        for c in cs:
+            out += [f"### {_budget_title(c)}\n"] if many else []
+            caption, df = _tables(c)[sid][0]
+            if sid == "divergences" and df.empty:
+                out.append("Every run completed.\n")
+                continue
             out += [f"**{caption}**\n", md_table(df), ""]
-        if sid == "summary":
-            out += [f"- {n}" for n in method_notes(c)] + [""]
+            if sid == "summary":
+                out += [how_to_read(c), ""] + [f"- {n}" for n in method_notes(c)] + [""]
     out.append("Plots: see report.html in the same folder.")
     return "\n".join(out) + "\n"
 
 
-def render_terminal(c: Comparison) -> str:
-    t = summary_table(c)
-    lines = [f"{c.folder}: compared at " + budget_line(b) for b in c.budget.values()]
-    lines += ["", t.to_string(index=False), ""] + headline(c)
-    if not c.problems.empty:
-        lines += ["", "Did not complete:", problems_table(c).to_string(index=False)]
-    return "\n".join(lines)
+def render_terminal(cs: list[Comparison]) -> str:
+    lines = []
+    for c in cs:
+        lines += [f"{c.folder}: compared at " + budget_line(b) for b in c.budget.values()]
+        lines += ["", summary_table(c).to_string(index=False), ""] + headline(c)
+        if not c.problems.empty:
+            lines += ["", "Did not complete:", problems_table(c).to_string(index=False)]
+        lines.append("")
+    return "\n".join(lines).rstrip()
 
 
 # ---------------------------------------------------------------- HTML
@@ -286,11 +369,11 @@ nav a{margin-right:16px;color:#1f3b57;text-decoration:none;font-size:14px}
 main{padding:8px 32px 40px;max-width:1400px}
 section{background:#fff;border:1px solid #e3e3e3;border-radius:6px;padding:12px 20px;margin:16px 0}
 h2{font-size:19px;border-bottom:2px solid #1f3b57;padding-bottom:4px}
-h3{font-size:15px;margin:16px 0 6px}
+h3{font-size:15px;margin:16px 0 6px} h3.budget{font-size:17px;color:#1f3b57}
 table.tbl{border-collapse:collapse;font-size:13px;margin:6px 0 12px}
 .tbl th,.tbl td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top;white-space:pre-wrap}
 .tbl th{background:#eef2f6} .tbl tr:nth-child(even) td{background:#fafbfc}
-ul.headline li{margin:4px 0} .notes{font-size:13px;color:#555}
+ul.headline li{margin:4px 0} .notes{font-size:13px;color:#555} p.read{font-size:14px;max-width:1100px}
 .fig{margin:10px 0;border-top:1px solid #f0f0f0;padding-top:6px} .empty{color:#777;font-style:italic}
 """
 
@@ -304,54 +387,72 @@ def _html_figure(fig) -> str:
                                               config={"displaylogo": False, "responsive": True}) + "</div>"
 
 
-def render_html(c: Comparison) -> str:
-    tables, figs = _tables(c), plots.figures(c)
-    body = {sid: [] for sid in SECTIONS}
+def _html_budget(c: Comparison) -> dict[str, list[str]]:
+    """Per-budget section id -> its HTML parts."""
+    body = {sid: [] for sid in SECTIONS if sid not in FOLDER_SECTIONS}
     body["summary"] += ['<ul class="headline">'] + [f"<li>{html.escape(h)}</li>" for h in headline(c)] + ["</ul>"]
-    for sid, items in tables.items():
+    for sid, items in _tables(c).items():
         body[sid] += [_html_table(cap, df) for cap, df in items]
-    body["summary"] += ['<ul class="notes">'] + [f"<li>{html.escape(n)}</li>" for n in method_notes(c)] + ["</ul>"]
-    for sid, fs in figs.items():
+    body["summary"] += [f'<p class="read">{html.escape(how_to_read(c))}</p>', '<ul class="notes">']
+    body["summary"] += [f"<li>{html.escape(n)}</li>" for n in method_notes(c)] + ["</ul>"]
+    for sid, fs in plots.figures(c).items():
         body[sid] += [_html_figure(f) for f in fs]
     if c.problems.empty:
         body["divergences"] = ['<p class="empty">Every run completed.</p>']
-    if c.tuning is None:
+    return body
+
+
+def render_html(cs: list[Comparison]) -> str:
+    many = len(cs) > 1
+    body = {sid: [] for sid in SECTIONS}
+    for c in cs:
+        for sid, parts in _html_budget(c).items():
+            body[sid] += ([f'<h3 class="budget">{_budget_title(c)}</h3>'] if many else []) + parts
+    for sid, items in _folder_tables(cs).items():
+        body[sid] += [_html_table(cap, df) for cap, df in items]
+    if cs[0].tuning is None:
         body["tuning"] = ['<p class="empty">No tuning ran (no tuning/*.json in this folder).</p>']
+    else:
+        body["tuning"] += [_html_figure(f) for f in plots.tuning_figures(cs[0])]
 
     budgets = "".join(f"<p><b>Compared at</b> ({html.escape(m)}): {html.escape(budget_line(b))}</p>"
-                      for m, b in c.budget.items())
+                      for c in cs for m, b in c.budget.items())
     nav = "".join(f'<a href="#{sid}">{title}</a>' for sid, title in SECTIONS.items())
     sections = "".join(f'<section id="{sid}"><h2>{title}</h2>{"".join(body[sid])}</section>'
                        for sid, title in SECTIONS.items())
-    title = f"optarena report: {html.escape(c.folder.name)}"
+    title = f"optarena report: {html.escape(cs[0].folder.name)}"
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f'<style>{CSS}</style><script type="text/javascript">{get_plotlyjs()}</script></head>'
             f"<body><header><h1>{title}</h1>{budgets}</header><nav>{nav}</nav>"
             f"<main>{sections}</main></body></html>")
 
 
-def write_report(folder: str | Path, baseline: str = "adamw", target_loss: float | None = None) -> Comparison:
-    """Write report.html and report.md into `folder`; return the Comparison they show."""
-    c = compare(folder, baseline=baseline, target_loss=target_loss)
-    (c.folder / "report.html").write_text(render_html(c), encoding="utf-8")
-    (c.folder / "report.md").write_text(render_md(c), encoding="utf-8")
-    return c
+def write_report(folder: str | Path, baseline: str | None = None,
+                 target_loss: float | None = None) -> list[Comparison]:
+    """Write report.html and report.md into `folder`; return the Comparisons (one per budget) they show."""
+    cs = compare(folder, baseline=baseline, target_loss=target_loss)
+    (cs[0].folder / "report.html").write_text(render_html(cs), encoding="utf-8")
+    (cs[0].folder / "report.md").write_text(render_md(cs), encoding="utf-8")
+    return cs
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", help="results/<suite>")
-    ap.add_argument("--baseline", default="adamw", help="optimizer every arm is compared with")
+    ap.add_argument("--baseline", default=None,
+                    help="the arm every other is compared with: an arm label as the report prints it "
+                         "('adamw lr=0.001'), or an optimizer with one arm; default: the suite's "
+                         "declared baseline, else the one adamw arm, else the one tuned adamw arm")
     ap.add_argument("--target-loss", type=float, default=None,
-                    help="loss for time-to-target (default: the baseline's final loss)")
+                    help="val loss for time-to-target (default: the baseline's final val loss)")
     args = ap.parse_args(argv)
     try:
-        c = write_report(args.folder, args.baseline, args.target_loss)
+        cs = write_report(args.folder, args.baseline, args.target_loss)
     except ResultsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(render_terminal(c))
-    print(f"\nwrote {c.folder / 'report.html'} and {c.folder / 'report.md'}")
+    print(render_terminal(cs))
+    print(f"\nwrote {cs[0].folder / 'report.html'} and {cs[0].folder / 'report.md'}")
     return 0
 
 

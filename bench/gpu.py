@@ -29,27 +29,29 @@ import tempfile
 import torch
 
 from runners import plan
-from runners.config import ConfigError
+from runners.config import ConfigError, resolve_run
 from runners.data import prepare_on_first_use
 from runners.hydra_app import compose_config
-from runners.suite import resolve_all, run_folder
+from runners.suite import expand, run_folder
 
 
 def _configs(args, results_dir: str) -> list[dict]:
-    overrides = [
-        f"suite={args.suite}", f"data={args.data}", f"results_dir={results_dir}",
-        "budget.tokens=null", f"budget.steps={args.steps}", f"budget.eval_every={args.steps}",
-        f"budget.warmup={max(args.steps // 10, 1)}", "train.log_every=10", f"train.device={args.device}",
-        "train.progress=false", "seeds=[0]",
-    ]
+    overrides = [f"suite={args.suite}", f"data={args.data}", f"results_dir={results_dir}",
+                 "train.log_every=10", f"train.device={args.device}", "train.progress=false", "seeds=[0]"]
     suite = compose_config(overrides)
-    micro = suite["train"].get("micro_batch") or suite["budget"]["global_batch"]
-    suite["budget"]["global_batch"] = micro
     if args.optimizers:
         suite["only"] = args.optimizers.split(",")
-    if args.device == "cpu":
-        suite["train"]["compile"] = False
-    return resolve_all(suite)
+    runs = []
+    # Each arm's lr as the suite has it at its own budget (`lr: tuned` included), then the
+    # budget cut to a few steps of one micro-batch each: the step's speed, not the loss.
+    for raw in expand(suite):
+        micro = raw["train"].get("micro_batch") or raw["budget"]["global_batch"]
+        raw["budget"] = {**raw["budget"], "tokens": None, "steps": args.steps, "eval_every": args.steps,
+                         "warmup": max(args.steps // 10, 1), "global_batch": micro}
+        if args.device == "cpu":
+            raw["train"]["compile"] = False
+        runs.append(resolve_run(raw))
+    return runs
 
 
 def _row(cfg: dict, summary: dict, suite_batch: int, device: str) -> dict:

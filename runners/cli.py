@@ -9,8 +9,10 @@ entry points end.
                            one suite's grid: same run_ids, skipping and resume as a suite file's
     --config-dir DIR       a folder of your own suites (suite/NAME.yaml, and any group) before ours
 
-Problems the user can fix are one `error:` line each (exit 2, nothing written); an interrupted
-run says how to resume it (exit 143); anything else is a traceback, as a bug should be.
+Problems the user can fix are one `error:` line each (exit 2, nothing written); a run that
+cannot go on (held by another process, a full disk: runners.run_folder.RunError) or a suite with
+failed runs is one `error:` line too (exit 1); an interrupted run says how to resume it (exit
+143); anything else is a traceback, as a bug should be.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Callable
 from omegaconf import OmegaConf
 
 from runners.launch import LaunchFailed
+from runners.run_folder import RunError
 from runners.schema import ConfigError, help_rows
 
 USAGE_EXIT = 2
@@ -133,7 +136,7 @@ def main(entry: Callable, program: str) -> None:
     except ConfigError as e:
         print("\n".join(f"error: {line}" for line in e.errors), file=sys.stderr)
         sys.exit(USAGE_EXIT)
-    except LaunchFailed as e:
+    except (LaunchFailed, RunError) as e:
         sys.exit(f"error: {e}")
     except Interrupted as e:
         print(f"interrupted: {e}; run again to resume", file=sys.stderr)

@@ -110,13 +110,19 @@ def resolve_run(raw: dict, world_size: int = 1, check_data: bool = True) -> dict
     except (ValueError, TypeError) as e:
         errors.append(f"optimizer: {e}")
 
-    # data
+    # data: seed s is the pair (initial weights s, data order s) unless data.seed says otherwise
+    if data["seed"] is None:
+        data["seed"] = cfg["seed"]
     if data["val_tokens"] < budget["seq_len"] + 1:
         errors.append(f"data.val_tokens={data['val_tokens']} gives no full validation window of "
                       f"{budget['seq_len'] + 1} tokens (budget.seq_len + 1): raise data.val_tokens")
     if check_data and mcfg is not None:
         try:
-            open_data(data["name"], data["path"], mcfg.vocab_size, budget["seq_len"])
+            tokens = open_data(data["name"], data["path"], mcfg.vocab_size, budget["seq_len"])
+            held_out = data["val_tokens"] + data["test_tokens"]
+            if len(tokens.val) < held_out:
+                errors.append(f"data: {tokens.path / 'val.bin'} holds {len(tokens.val):,} tokens, fewer than "
+                              f"data.val_tokens + data.test_tokens = {held_out:,}: lower them")
         except DataError as e:
             errors.append(f"data: {e}")
     if errors:

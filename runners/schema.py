@@ -188,6 +188,7 @@ SUITE = {
     "status": flag("print each run's status, progress, last losses and time left; run nothing"),
     "plan_device": Key(_plan_device, "auto | cpu | cuda | h100 | h200 | a100 | ... (runners/plan.py)"),
     "report": flag("write results/<suite>/report.html when the suite ends"),
+    "workers": integer(1, doc="runs at once with launcher=local: processes of cores / N threads each"),
 }
 
 SECTIONS: dict[str, dict[str, Key]] = {
@@ -206,8 +207,9 @@ SECTIONS: dict[str, dict[str, Key]] = {
     "data": {
         "name": text(doc="shakespeare_bytes | shakespeare_gpt2 | openwebtext, or your own with path"),
         "path": text(null="data/<name>", doc="a folder with nanoGPT's train.bin/val.bin"),
-        "seed": integer(0, doc="training batches are a function of (data seed, step)"),
-        "val_tokens": integer(1, doc="the fixed validation set: the first tokens of val.bin"),
+        "seed": integer(0, null="the run's seed", doc="the data order: batches are a function of (data seed, step)"),
+        "val_tokens": integer(1, doc="the validation set (tuning, curves): the first tokens of val.bin"),
+        "test_tokens": integer(1, doc="the held-out test set (final comparison): the last tokens of val.bin"),
     },
     "train": {
         "device": Key(_device, "auto | cpu | cuda | cuda:N"),
@@ -218,6 +220,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "log_every": integer(1, doc="steps between metric rows"),
         "ckpt_every": integer(1, doc="steps between checkpoints (also on SIGTERM/SIGUSR1)"),
         "progress": flag("a bar on a terminal, log lines off one"),
+        "allow_drift": flag("resume even when a changed train.* key alters the numbers (recorded in run.json)"),
     },
     "train.wandb": {
         "mode": Key(lambda v: v if v is None else choice("disabled", "offline", "online").check(v),
@@ -230,7 +233,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
     "tune": {
         "trials": integer(1, doc="trials per study, whatever their outcome"),
         "budget_fraction": number(0, 1, lo_open=True, doc="each trial's tokens / the suite's"),
-        "lr_range": anything("[lo, hi] sampled log-uniformly; null: a decade around AdamW's lr"),
+        "lr_range": anything("[lo, hi] sampled log-uniformly; null: each optimizer's own range"),
+        "trial_seed": integer(0, doc="the seed of every trial, never one of the suite's seeds"),
         "search_warmup": anything("also sample the warmup: true for [0, 0.2], or [lo, hi]"),
         "search_weight_decay": anything("also sample the weight decay: true for [1e-3, 1], or [lo, hi]"),
         "sampler": choice("tpe", "grid", doc="seeded TPE, or log-spaced lrs"),
@@ -349,6 +353,9 @@ class ConfigError(ValueError):
     def __init__(self, errors: list[str]):
         self.errors = list(dict.fromkeys(errors))
         super().__init__("\n".join(self.errors))
+
+    def __reduce__(self):  # crosses to and from worker processes whole, not split into characters
+        return ConfigError, (self.errors,)
 
 
 def validate_run(cfg: dict, resolved: bool = False) -> dict:

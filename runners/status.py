@@ -4,11 +4,13 @@
 
 One row per run: model, optimizer, lr, seed, run_id, status, step of total, the last train and
 val loss, and the time left. Status is `new` for a run that has no run.json yet, else run.json's
-(running, completed, diverged, pruned, failed, interrupted). A `running` run whose folder has not
-been written to for much longer than its logging interval is shown as `running?`: its process
-may have died without a chance to say so (SIGKILL, out of memory, a lost node), or it may be busy
-with something long (a checkpoint, torch.compile); nothing records which process holds a run, so
-this is only a hint.
+(running, completed, diverged, pruned, failed, interrupted); when run.json is torn or lost, what
+its checkpoints say (RunFolder.record: `interrupted`, or a finished run's final status). A
+`running` run whose folder has not been written to for much longer than its logging interval is
+shown as `running?`: its process may have died without a chance to say so (SIGKILL, out of
+memory, a lost node), or it may be busy with something long (a checkpoint, torch.compile). Its
+`.lock` file names the process that holds it (or held it last); taking the lock to find out
+would make a run starting that moment skip itself, so this stays a hint.
 
 Time left: a run that has made progress takes its own measured seconds per step (wall_time_s of
 its last metrics row over its step, training time only) times the steps left; a new run the
@@ -93,7 +95,7 @@ def run_state(cfg: dict, device: str, world_size: int, now: float | None = None)
     """One run's status, progress, last losses and seconds left (None when finished)."""
     folder = run_folder(cfg)
     total = cfg["budget"]["steps"]
-    info = folder.read_info()
+    info = folder.record()
     if info is None:
         return {"status": "new", "step": 0, "total": total, "train": None, "val": None,
                 "seconds_left": planning.estimate(cfg, device, world_size).seconds, "estimated": True}

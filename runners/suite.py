@@ -30,15 +30,17 @@ import yaml
 import optimizers
 from models import PRESETS
 from runners import plan as planning
+from runners import resume
 from runners.config import ConfigError, resolve_run, run_id
 from runners.data import DataError, open_data, prepare_on_first_use
-from runners.hydra_app import compose_config
-from runners.launch import launch
-from runners.run_folder import FINISHED, RunFolder
+from runners.hydra_app import SUITES_DIR, compose_config
+from runners.launch import LaunchFailed, launch
+from runners.run_folder import FINISHED, RunFolder, free_bytes
 from runners.train import check_device
 
 SUITE_KEYS = ("optimizers", "optimizer_defaults", "models", "seeds", "only", "launcher", "force",
-              "plan", "status", "plan_device", "report", "tune")
+              "plan", "status", "plan_device", "report", "tune", "workers")
+SHIPPED_TUNED = SUITES_DIR / "tuned.yaml"
 # Starting a suite on a device where the plan says it takes longer than this needs force=true.
 SLOW_SUITE_SECONDS = 3600
 
@@ -99,14 +101,40 @@ def optimizer_arms(suite_cfg: dict, errors: list[str]) -> dict[str, dict]:
     return out
 
 
+def suite_seeds(suite_cfg: dict) -> list:
+    seeds = suite_cfg.get("seeds")
+    seeds = [suite_cfg["seed"]] if seeds is None else seeds
+    return list(range(seeds)) if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+
+
+def budget_tokens(budget: dict) -> int | None:
+    """The budget in tokens, whole steps of global_batch x seq_len (as resolve_run makes it)."""
+    per_step = budget["global_batch"] * budget["seq_len"]
+    steps = budget["steps"] if budget["tokens"] is None else int(budget["tokens"] // per_step)
+    return None if steps is None else steps * per_step
+
+
+def _read_yaml(path: Path) -> dict:
+    return (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+
+
 def _tuned_lr(suite_cfg: dict, model: str, name: str, errors: list[str]) -> float | None:
+    """The lr tuned for this model and optimizer at exactly this suite's budget (tuned.yaml is
+    keyed model -> budget tokens -> optimizer): an lr tuned at another budget is refused. The
+    suite's own tuning (results/<suite>/tuned.yaml) comes first, then the lrs shipped with the
+    project (suites/tuned.yaml, suite -> the same layout, made by `make tune`)."""
     path = Path(suite_cfg["results_dir"]) / suite_cfg["suite"] / "tuned.yaml"
-    tuned = yaml.safe_load(path.read_text()) if path.exists() else {}
-    lr = ((tuned or {}).get(model) or {}).get(name, {}).get("lr")
-    if lr is None:
-        errors.append(f"optimizers.{name}.lr=tuned: {path} has no lr for {model}/{name}: "
-                      f"run `make tune suite={suite_cfg['suite']}` first")
-    return lr
+    tokens = budget_tokens(suite_cfg["budget"])
+    budgets = set()
+    for tuned in (_read_yaml(path), _read_yaml(SHIPPED_TUNED).get(suite_cfg["suite"]) or {}):
+        found = {b: arms[name] for b, arms in (tuned.get(model) or {}).items() if name in (arms or {})}
+        if str(tokens) in found:
+            return found[str(tokens)]["lr"]
+        budgets |= set(found)
+    elsewhere = f" (tuned at {', '.join(f'{int(b):,}' for b in sorted(budgets, key=int))} tokens only)" if budgets else ""
+    errors.append(f"optimizers.{name}.lr=tuned: {path} has no lr for {model}/{name} at this budget of "
+                  f"{tokens:,} tokens{elsewhere}: run `make tune suite={suite_cfg['suite']}` first")
+    return None
 
 
 def _lrs(suite_cfg: dict, model: str, name: str, hparams: dict, errors: list[str]) -> list:
@@ -181,28 +209,70 @@ def resolve_all(suite_cfg: dict, check_data: bool = True) -> list[dict]:
                 done[key] = None
                 errors.extend(e.errors)
         if done[key] is not None:
-            resolved.append({**copy.deepcopy(done[key]), "seed": raw["seed"]})
+            run = {**copy.deepcopy(done[key]), "seed": raw["seed"]}
+            if raw["data"]["seed"] is None:  # the data order follows the seed too
+                run["data"]["seed"] = raw["seed"]
+            resolved.append(run)
     if errors:
         raise ConfigError(list(dict.fromkeys(errors)))
     return resolved
 
 
-def _check_data(resolved: list[dict]) -> None:
-    """The data check that resolve_all(check_data=False) skipped, once per distinct data set."""
-    errors = []
-    for name, path, vocab, seq_len in {(c["data"]["name"], c["data"].get("path"),
-                                        c["model"]["vocab_size"], c["budget"]["seq_len"])
-                                       for c in resolved}:
+def _data_key(cfg: dict) -> tuple:
+    return cfg["data"]["name"], cfg["data"].get("path"), cfg["model"]["vocab_size"], cfg["budget"]["seq_len"]
+
+
+def _check_data(resolved: list[dict]) -> dict[tuple, dict]:
+    """The data check that resolve_all(check_data=False) skipped, once per distinct data set;
+    each one's fingerprint."""
+    errors, fingerprints = [], {}
+    for key in {_data_key(c) for c in resolved}:
         try:
-            open_data(name, path, vocab, seq_len)
+            fingerprints[key] = open_data(*key).fingerprint
         except DataError as e:
             errors.append(f"data: {e}")
+    if errors:
+        raise ConfigError(errors)
+    return fingerprints
+
+
+def _check_resumes(todo: list[dict], fingerprints: dict[tuple, dict], device_type: str | None,
+                   ws: int) -> None:
+    """Each run to resume against its newest checkpoint (runners.resume: other data, or a train.*
+    change that alters the numbers): every refusal at once, before any run starts. The device is
+    compared only where the runs execute here (device_type None: on a cluster's nodes); each run
+    checks again against the checkpoint it resumes from."""
+    errors = []
+    for cfg in todo:
+        entries = run_folder(cfg).checkpoints()
+        if not entries or "final" in entries[0]["progress"]:  # nothing to resume
+            continue
+        progress = entries[0]["progress"]
+        ran_here = device_type or (progress.get("execution") or {}).get("device")
+        try:
+            resume.drift(cfg, progress, resume.execution(cfg, ran_here, ws), fingerprints[_data_key(cfg)],
+                         run_id(cfg))
+        except ConfigError as e:
+            errors.extend(e.errors)
     if errors:
         raise ConfigError(errors)
 
 
 def run_folder(cfg: dict) -> RunFolder:
     return RunFolder(Path(cfg["results_dir"]) / cfg["suite"] / run_id(cfg))
+
+
+def disk_warning(suite_cfg: dict, checkpoints: list[int]) -> str | None:
+    """A warning when the disk under results_dir has less free than the checkpoints of the runs to
+    run need (`checkpoints`: each one's bytes): each run keeps its final checkpoint, and while it
+    saves one it holds three (the new one, the newest and the one before)."""
+    need = sum(checkpoints) + 2 * max(checkpoints, default=0)
+    free = free_bytes(Path(suite_cfg["results_dir"]))
+    if need <= free:
+        return None
+    return (f"warning: {planning.human_bytes(free)} free under {suite_cfg['results_dir']}, and the "
+            f"checkpoints of the {len(checkpoints)} runs to run need about {planning.human_bytes(need)} "
+            "(each keeps its final one; one that is saving holds three)")
 
 
 def run_status(cfg: dict) -> str:
@@ -217,14 +287,16 @@ def plan_text(suite_cfg: dict, resolved: list[dict], device: str) -> str:
     ws = world_size(suite_cfg)
     rows = [("model", "optimizer", "lr", "seed", "run_id", "status", "est. time", "peak mem", "fits",
              "checkpoint")]
-    total, flops, disk = 0.0, 0.0, 0
+    total, flops, disk, to_write = 0.0, 0.0, 0, []
     for cfg in resolved:
-        est = planning.estimate(cfg, device, ws)
+        est, status = planning.estimate(cfg, device, ws), run_status(cfg)
         total += est.seconds
         flops += est.flops
         disk += est.checkpoint
+        if status != "finished":
+            to_write.append(est.checkpoint)
         rows.append((cfg["model"]["name"], cfg["optimizer"]["name"], f"{cfg['optimizer']['lr']:g}",
-                     cfg["seed"], run_id(cfg), run_status(cfg), planning.human_seconds(est.seconds),
+                     cfg["seed"], run_id(cfg), status, planning.human_seconds(est.seconds),
                      planning.human_bytes(est.peak), "yes" if est.fits else "NO",
                      planning.human_bytes(est.checkpoint)))
     head = (f"suite {suite_cfg['suite']}: {len(resolved)} runs on {device} x {ws}; budget "
@@ -232,7 +304,8 @@ def plan_text(suite_cfg: dict, resolved: list[dict], device: str) -> str:
             f"{b['schedule']} schedule, warmup {b['warmup_steps']} steps")
     foot = (f"total: {flops:.3g} FLOPs, about {planning.human_seconds(total)} on {device}; "
             f"checkpoints: {planning.human_bytes(disk)} on disk under {suite_cfg['results_dir']}")
-    return "\n".join([head, planning.text_table(rows), foot])
+    warning = disk_warning(suite_cfg, to_write)
+    return "\n".join([head, planning.text_table(rows), foot, *([warning] if warning else [])])
 
 
 def plan_device(suite_cfg: dict) -> str:
@@ -246,7 +319,7 @@ def plan_device(suite_cfg: dict) -> str:
 def summary_table(resolved: list[dict]) -> str:
     rows = [("run", "optimizer", "status", "final val loss", "tokens/s", "peak mem MiB", "state MiB")]
     for cfg in resolved:
-        info = run_folder(cfg).read_info() or {}
+        info = run_folder(cfg).record() or {}
         s = info.get("summary") or {}
 
         def fmt(v, f):
@@ -282,23 +355,37 @@ def run_suite(overrides: list[str], multirun: bool = False, config_dir: str | No
 
         print(status_text(suite_cfg, resolved))
         return resolved
-    todo = [c for c in resolved if run_status(c) != "finished"]
+    # A run whose run.json does not say it finished is launched, even when its final checkpoint
+    # says it did: launching it only rebuilds its run.json.
+    todo = [c for c in resolved if (run_folder(c).read_info() or {}).get("status") not in FINISHED]
     seconds = sum(planning.estimate(c, device, world_size(suite_cfg)).seconds for c in todo)
+    if suite_cfg["launcher"]["name"] == "local":  # runs at once share the machine's cores
+        seconds /= min(suite_cfg["workers"], max(len(todo), 1))
     refuse_slow_cpu_start(f"suite {suite_cfg['suite']}", f"its {len(todo)} runs", seconds, device,
                           suite_cfg.get("force"), "budget.tokens=..., only=[...]")
-    _check_data(resolved)
-    if (suite_cfg.get("launcher") or {}).get("name", "local") == "local":
-        check_device(suite_cfg["train"]["device"])
+    fingerprints = _check_data(resolved)
+    local = (suite_cfg.get("launcher") or {}).get("name", "local") == "local"
+    device_type = check_device(suite_cfg["train"]["device"]).type if local else None
+    _check_resumes(todo, fingerprints, device_type, world_size(suite_cfg))
     print(f"suite {suite_cfg['suite']}: {len(resolved)} runs, {len(resolved) - len(todo)} finished, "
           f"{len(todo)} to run (about {planning.human_seconds(seconds)} on {device})", flush=True)
+    if warning := disk_warning(suite_cfg, [planning.estimate(c, device).checkpoint for c in todo]):
+        print(warning, flush=True)
+    failed = []  # the suite goes on past a failed run, and reports them all at the end
     try:
-        launch(todo, suite_cfg.get("launcher") or {"name": "local"})
+        launch(todo, {**suite_cfg["launcher"], **({"workers": suite_cfg["workers"]}
+                                                   if suite_cfg["launcher"]["name"] == "local" else {})})
+    except LaunchFailed as e:
+        failed.append(str(e))
     finally:
         print(summary_table(resolved))
     if suite_cfg.get("report", True):
         from analysis.report import main as report
 
-        report([str(Path(suite_cfg["results_dir"]) / suite_cfg["suite"])])
+        if report([str(Path(suite_cfg["results_dir"]) / suite_cfg["suite"])]) != 0:
+            failed.append("the report could not be written (the error above says why)")
+    if failed:
+        raise LaunchFailed("\n".join(failed))
     return resolved
 
 

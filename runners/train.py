@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import resource
 import signal
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,11 +23,11 @@ import torch
 
 import optimizers
 from models import build_model
-from runners import checkpoint, parallel, plan
+from runners import checkpoint, lock, parallel, plan, resume
 from runners.config import ConfigError, resolve_run, run_id
-from runners.data import open_data, train_batch, val_windows
+from runners.data import open_data, test_windows, train_batch, val_windows
 from runners.progress import Progress
-from runners.run_folder import RunFolder, environment
+from runners.run_folder import FINISHED, RunFolder, environment
 from runners.schema import show
 from runners.schedule import lr_at
 from runners.sinks import MetricSinks, NullSinks
@@ -37,6 +38,8 @@ INTERRUPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 class Interrupted(Exception):
     """The run was asked to stop (preemption); it checkpointed and can resume."""
+
+    run_status = "interrupted"  # what run.json records (RunFolder.recording)
 
 
 def check_device(want: str, local_rank: int = 0) -> torch.device:
@@ -129,21 +132,40 @@ def run(raw_cfg: dict, on_eval=None) -> dict:
 
     `on_eval(step, tokens, val_loss) -> bool` is called after each evaluation (on rank 0's
     numbers, on every rank); returning True stops the run there with status `pruned`, which
-    is final (how a tuner prunes a trial)."""
+    is final (how a tuner prunes a trial).
+
+    One process at a time trains a run: it holds the run's lock throughout (runners/lock.py), and
+    another process gets RunLocked, which names the holder. However the run ends, its run.json
+    says so (RunFolder.recording)."""
     world = parallel.world_from_env()
     cfg = resolve_run(raw_cfg, world_size=world.size)
     device = _device(cfg, world)
     folder = RunFolder(Path(cfg.get("results_dir", "results")) / cfg["suite"] / run_id(cfg))
-    if folder.is_finished():
-        if world.is_main:
-            print(f"{folder.path.name}: already {folder.status()}, skipped")
-        return folder.read_info()
+    if (folder.read_info() or {}).get("status") in FINISHED:
+        return _skip_finished(folder, world)
     parallel.init(world, device)
-    _reset_peak_memory(device)
     try:
-        return _train(cfg, folder, world, device, on_eval)
+        with lock.owning(folder.path, world, device):
+            if world.is_main:
+                folder.remove_temporaries()  # what killed writes left: this process owns the folder now
+            if folder.is_finished():  # by the process that held it, or its run.json is lost
+                return _skip_finished(folder, world)
+            _reset_peak_memory(device)
+            with folder.recording(cfg) if world.is_main else nullcontext():
+                return _train(cfg, folder, world, device, on_eval)
     finally:
         parallel.shutdown()
+
+
+def _skip_finished(folder: RunFolder, world: parallel.World) -> dict:
+    info = folder.record()
+    if world.is_main and info != folder.read_info():  # torn, lost, or killed before it said so
+        folder.write_info(info)
+        print(f"warning: {folder.path.name}: run.json did not say how the run ended: rebuilt from "
+              "config.yaml and the final checkpoint", file=sys.stderr)
+    if world.is_main:
+        print(f"{folder.path.name}: already {info['status']}, skipped")
+    return info
 
 
 def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.device, on_eval) -> dict:
@@ -154,6 +176,7 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
     tokens_per_step = batch * seq_len
     data = open_data(data_cfg["name"], data_cfg.get("path"), cfg["model"]["vocab_size"], seq_len)
     val = val_windows(data, data_cfg["val_tokens"], seq_len)
+    test = test_windows(data, data_cfg["test_tokens"], seq_len)
 
     torch.manual_seed(cfg["seed"])  # paired seeds: the same initial weights for every optimizer
     model = build_model(**cfg["model"]).to(device)
@@ -170,19 +193,10 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
     peak_flops = _peak_flops(device)
 
-    progress = checkpoint.load(folder, model, opt, sharded)
-    info = folder.read_info() if progress else None
-    if progress is None:
-        if world.is_main:
-            folder.create(cfg)
-            folder.truncate_metrics(-1)
-        info = {"run_id": folder.path.name, "suite": cfg["suite"], "config": cfg,
-                "env": environment(device.type, torch.cuda.get_device_name(device)
-                                   if device.type == "cuda" else "cpu", world.size)}
-        progress = {"step": 0, "wall_time_s": 0.0, "best_val_loss": math.inf, "val_loss": None,
-                    "first_loss": None, "timed_steps": 0, "timed_s": 0.0, "fwd_bwd_s": 0.0, "opt_s": 0.0}
-    elif world.is_main:
-        folder.truncate_metrics(progress["step"])
+    progress, warning = checkpoint.load(
+        folder, model, opt, world, sharded,
+        usable=lambda p: folder.rows_problem(resume.logged_steps(p, train["log_every"])))
+    info, progress = _records(cfg, folder, progress, warning, data.fingerprint, device, world)
     info.update(status="running", step=progress["step"], total_steps=steps, diverged_at_step=None,
                 error=None, summary=None)
     sinks = MetricSinks(cfg, folder) if world.is_main else NullSinks()
@@ -261,37 +275,79 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
                     raise Interrupted(f"{name} after step {done}")
                 if done % train["ckpt_every"] == 0 and not last:
                     checkpoint.save(folder, model, opt, progress, world, sharded)
-    except Interrupted as e:
-        info.update(status="interrupted", step=progress["step"], error=str(e))
-        sinks.write_info(info)
-        raise
-    except BaseException as e:
-        info.update(status="failed", step=progress["step"], error=f"{type(e).__name__}: {e}")
-        sinks.write_info(info)
+    except BaseException:
+        info["step"] = progress["step"]  # how far it got; run() records how it ended
         raise
     finally:
         display.close()
         sinks.close()
 
+    # The held-out test set, read once at the end: what the final comparison reports (tuning
+    # and the curves see only the validation set).
+    test_loss = evaluate(fwd_model, test, micro, device, autocast) if status == "completed" else None
     info.update(status=status, step=progress["step"], diverged_at_step=diverged_at,
-                summary=_summary(progress, status, model, opt, device, tokens_per_step, peak_flops, seq_len))
+                summary=_summary(progress, status, model, opt, device, tokens_per_step, peak_flops,
+                                 seq_len, world.size, test_loss))
+    progress["final"] = {k: info[k] for k in ("status", "diverged_at_step", "summary")}  # if run.json is lost
     checkpoint.save(folder, model, opt, progress, world, sharded)  # the final weights, for audits
     sinks.write_info(info)
     sinks.summary(info["summary"])
     return folder.read_info()
 
 
-def _summary(progress, status, model, opt, device, tokens_per_step, peak_flops, seq_len) -> dict:
+def _records(cfg: dict, folder: RunFolder, progress: dict | None, warning: str | None, fingerprint: dict,
+             device: torch.device, world: parallel.World) -> tuple[dict, dict]:
+    """run.json's record and the progress counters of a run that starts, or resumes from the
+    checkpoint `progress` (a resume on other data, or with a change that alters the numbers, is
+    refused with a ConfigError before anything is written). config.yaml is rewritten: it is the
+    config that runs. Warnings (checkpoints passed over, run.json rebuilt) go to stderr and to
+    run.json."""
+    env = environment(device.type, torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                      world.size)
+    ran_with = resume.execution(cfg, device.type, world.size)
+    resumed = progress is not None
+    if not resumed:
+        info = {"run_id": folder.path.name, "suite": cfg["suite"], "config": cfg, "env": env,
+                "data_fingerprint": fingerprint, "drift": []}
+        progress = {"step": 0, "wall_time_s": 0.0, "best_val_loss": math.inf, "val_loss": None,
+                    "first_loss": None, "timed_steps": 0, "timed_s": 0.0, "fwd_bwd_s": 0.0, "opt_s": 0.0,
+                    "execution": ran_with, "data_fingerprint": fingerprint, "drift": []}
+    else:
+        progress["drift"] = progress.get("drift", []) + resume.drift(cfg, progress, ran_with, fingerprint,
+                                                                     folder.path.name)
+        progress["execution"] = ran_with
+        info = folder.read_info()
+        if info is None:
+            info = {**folder.record(), "env": env}
+            rebuilt = ("run.json was unreadable: rebuilt from config.yaml and the checkpoint at step "
+                       f"{progress['step']}")
+            warning = f"{warning}; {rebuilt}" if warning else rebuilt
+        info.update(config=cfg, drift=progress["drift"])
+    if warning:
+        info["warnings"] = info.get("warnings", []) + [{"step": progress["step"], "warning": warning}]
+    if world.is_main:
+        if warning:
+            print(f"warning: {folder.path.name}: {warning}", file=sys.stderr, flush=True)
+        folder.create(cfg)
+        folder.truncate_metrics(progress["step"] if resumed else -1)
+    return info, progress
+
+
+def _summary(progress, status, model, opt, device, tokens_per_step, peak_flops, seq_len, world_size,
+             test_loss) -> dict:
     timed = max(progress["timed_steps"], 1)
     tokens_per_s = progress["timed_steps"] * tokens_per_step / progress["timed_s"] if progress["timed_s"] else None
     flops = model.flops_per_token(seq_len)
     return {
         "final_val_loss": progress["val_loss"] if status == "completed" else None,
+        "final_test_loss": test_loss,
         "best_val_loss": progress["best_val_loss"],
         "tokens": progress["step"] * tokens_per_step,
         "wall_time_s": progress["wall_time_s"],
-        "tokens_per_s": tokens_per_s,
-        "mfu": tokens_per_s * flops / peak_flops if peak_flops and tokens_per_s else None,
+        "tokens_per_s": tokens_per_s,  # global: every rank's tokens
+        "tokens_per_s_per_rank": tokens_per_s / world_size if tokens_per_s else None,
+        # per device: one rank's share of the tokens against one device's peak
+        "mfu": tokens_per_s / world_size * flops / peak_flops if peak_flops and tokens_per_s else None,
         "peak_mem_bytes": _peak_memory(device),
         "peak_mem_kind": "cuda_allocated" if device.type == "cuda" else "cpu_rss",
         "cuda_max_reserved_bytes": torch.cuda.max_memory_reserved(device) if device.type == "cuda" else None,

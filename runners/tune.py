@@ -13,8 +13,9 @@ Options, as `tune.<key>=value` overrides (or a `tune:` section in a suite file; 
 suites/config.yaml, their kinds in runners/schema.py; `plan=true` prints the studies and their cost):
   trials               20      trials per study, whatever their outcome
   budget_fraction      1.0     each trial's tokens as a fraction of the suite's budget
-  lr_range             null    [lo, hi], sampled log-uniformly; null: a decade on each side of
-                               AdamW's lr in the suite
+  lr_range             null    [lo, hi], sampled log-uniformly, for every optimizer; null: each
+                               optimizer's own range (its spec's lr_range, optimizers/)
+  trial_seed           1000    the seed of every trial: not one of the suite's (evaluation) seeds
   search_warmup        false   also sample the warmup, as a fraction of the trial's steps:
                                true for [0, 0.2], or [lo, hi]
   search_weight_decay  false   also sample the weight decay log-uniformly (optimizers that
@@ -62,10 +63,10 @@ from runners import plan as planning
 from runners.config import ConfigError, resolve_run
 from runners.data import prepare_on_first_use
 from runners.hydra_app import compose_config
-from runners.suite import expand, optimizer_arms, plan_device, refuse_slow_cpu_start
+from runners.suite import expand, optimizer_arms, plan_device, refuse_slow_cpu_start, suite_seeds
 from runners.launch import LaunchFailed
 from runners.tune_worker import (
-    FINISHED, flock, stable_lr_band, storage, summarize, trial_config, work, write_records,
+    FINISHED, flock, range_edge, stable_lr_band, storage, summarize, trial_config, work, write_records,
 )
 
 SEARCH_RANGES = {"search_warmup": ("warmup", [0.0, 0.2], False),
@@ -110,17 +111,6 @@ def options(suite_cfg: dict) -> dict:
     return opts
 
 
-def _adamw_lr(suite_cfg: dict) -> float:
-    """AdamW's lr in the suite (the centre of the default range): its own, else the suite's
-    shared one, else AdamW's default; the geometric mean of a grid."""
-    lr = optimizer_arms({**suite_cfg, "only": None}, []).get("adamw", {}).get("lr")
-    if not _number(lr):
-        lr = (suite_cfg.get("optimizer_defaults") or {}).get("lr")
-    if isinstance(lr, list) and lr and all(_number(v) and v > 0 for v in lr):
-        return float(np.exp(np.mean(np.log(lr))))
-    return float(lr) if _number(lr) and lr > 0 else optimizers.spec("adamw").defaults["lr"]
-
-
 def _grid(lo: float, hi: float, n: int) -> list[float]:
     """n log-spaced lrs from lo to hi, the inner ones rounded to 3 significant digits."""
     inner = [float(f"{v:.3g}") for v in np.geomspace(lo, hi, n)[1:-1]]
@@ -151,19 +141,24 @@ def study_specs(suite_cfg: dict, opts: dict) -> list[dict]:
     arms = optimizer_arms(suite_cfg, errors)
     if errors:
         raise ConfigError(errors)
-    centre = _adamw_lr(suite_cfg)
-    lo, hi = opts["lr_range"] or [centre / 10, centre * 10]
-    seeds = suite_cfg.get("seeds")
-    seed = seeds[0] if isinstance(seeds, list) and seeds else suite_cfg.get("seed", 0)
+    # Trials run on a seed the comparison never uses, so the lr is not chosen on the very
+    # initial weights and data order that the verdicts are computed from.
+    evaluated = suite_seeds(suite_cfg)
+    if opts["trial_seed"] in evaluated:
+        raise ConfigError([f"tune.trial_seed={opts['trial_seed']} is one of the suite's seeds {evaluated}: "
+                           "tuning must not see the evaluation seeds; pick another tune.trial_seed"])
+    ranges = {n: opts["lr_range"] or list(optimizers.spec(n).lr_range) for n in arms}
     # The lr is what is tuned: whatever the suite says of it (a grid, `tuned`) is set aside.
-    one_run_each = {**suite_cfg, "optimizers": {n: {**hp, "lr": lo} for n, hp in arms.items()},
-                    "optimizer_defaults": {}, "only": None, "seeds": [seed]}
+    one_run_each = {**suite_cfg, "optimizers": {n: {**hp, "lr": ranges[n][0]} for n, hp in arms.items()},
+                    "optimizer_defaults": {}, "only": None, "seeds": [opts["trial_seed"]]}
     tuning_dir = Path(suite_cfg["results_dir"]) / suite_cfg["suite"] / "tuning"
     specs = []
     for raw in expand(one_run_each):
         name, model = raw["optimizer"]["name"], raw["model"]["name"]
+        lo, hi = ranges[name]
         try:
             template = _trial_template(raw, tuning_dir, opts["budget_fraction"])
+            suite_budget = resolve_run(raw, check_data=False)["budget"]
         except ConfigError as e:
             errors.extend(e.errors)
             continue
@@ -172,7 +167,8 @@ def study_specs(suite_cfg: dict, opts: dict) -> list[dict]:
             if opts[key] and (param != "weight_decay" or param in optimizers.spec(name).defaults):
                 space[param] = [*opts[key], log]
         spec = {"study": f"{suite_cfg['suite']}-{model}-{name}", "model": model, "optimizer": name,
-                "template": template, "space": space}
+                "template": template, "space": space, "suite_tokens": suite_budget["tokens"],
+                "trial_seed": opts["trial_seed"]}
         resolved = []
         for corner in itertools.product(*[[(p, lo_), (p, hi_)] for p, (lo_, hi_, _) in space.items()]):
             try:
@@ -262,6 +258,7 @@ def summary(plan: dict) -> str:
     store = storage(plan["storage"])
     rows = [("study", "trials", "completed", "pruned", "diverged", "failed", "best lr", "best loss",
              "stable lr band", "tokens", "device-s")]
+    warnings = []
     with flock(Path(plan["dir"]) / ".lock"):
         for spec in plan["studies"]:
             study = optuna.load_study(study_name=spec["study"], storage=store)
@@ -273,7 +270,14 @@ def summary(plan: dict) -> str:
                          f"{best['value']:.4f}" if best else "-",
                          f"{lo:.3g} - {hi:.3g}" if math.isfinite(lo) else "-",
                          f"{s['tokens']:,}", f"{s['device_seconds']:.0f}"))
-    return planning.text_table(rows)
+            lo_, hi_, _ = spec["space"]["lr"]
+            edge = best and range_edge(best["params"]["lr"], lo_, hi_)
+            if edge:
+                wider = [lo_ / 10, hi_] if edge == "low" else [lo_, hi_ * 10]
+                warnings.append(f"warning: {spec['study']}: the best lr {best['params']['lr']:.3g} is at the "
+                                f"{edge} edge of [{lo_:.3g}, {hi_:.3g}]; the optimum may lie beyond it: tune "
+                                f"again with tune.lr_range=[{wider[0]:.3g},{wider[1]:.3g}] into another results_dir")
+    return "\n".join([planning.text_table(rows), *warnings])
 
 
 def tune(overrides: list[str], multirun: bool = False, config_dir: str | None = None) -> dict:

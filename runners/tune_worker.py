@@ -251,11 +251,24 @@ def write_records(study: optuna.Study, plan: dict, spec: dict) -> list[dict]:
         path = tuning.parent / "tuned.yaml"
         tuned = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
         best = s["best"]
-        tuned.setdefault(spec["model"], {})[spec["optimizer"]] = {
-            **best["params"], "value": best["value"], "trials": s["finished"],
-            "stable_band": stable_lr_band(rows), "study": spec["study"]}
+        lo, hi, _ = spec["space"]["lr"]
+        # keyed model -> the suite's budget in tokens -> optimizer: `lr: tuned` takes an lr only
+        # at the budget it was tuned for
+        tuned.setdefault(spec["model"], {}).setdefault(str(spec["suite_tokens"]), {})[spec["optimizer"]] = {
+            **best["params"], "value": best["value"], "metric": "final val loss",
+            "at_edge": range_edge(best["params"]["lr"], lo, hi), "lr_range": [lo, hi],
+            "trials": s["finished"], "stable_band": stable_lr_band(rows), "study": spec["study"],
+            "trial_seed": spec["trial_seed"], "trial_tokens": spec["budget"]["tokens"],
+            "budget_fraction": plan["budget_fraction"]}
         atomic_write(path, yaml.safe_dump(tuned, sort_keys=False))
     return rows
+
+
+def range_edge(lr: float, lo: float, hi: float) -> str | None:
+    """`low` or `high` when lr lies in the outer 5% of [lo, hi] in log scale: the optimum may be
+    outside the range searched, and the range should be widened on that side."""
+    at = math.log(lr / lo) / math.log(hi / lo)
+    return "low" if at < 0.05 else "high" if at > 0.95 else None
 
 
 def progress_line(spec: dict, rows: list[dict], number: int, n_trials: int, resumed: bool = False) -> str:

@@ -24,6 +24,13 @@ SMALL_RUN = [
 ]
 
 
+# The tiny suite's mechanics with the config's defaults: every optimizer at its default lr (its
+# own lrs are tuned at its own budget, suites/tuned.yaml, not at SMALL_RUN's), one run at a time,
+# seeded TPE tuning in this process.
+TINY = ["suite=tiny", "optimizers=all", "seeds=[0]", "workers=1",
+        "tune.trials=20", "tune.sampler=tpe", "tune.workers=1"]
+
+
 @pytest.fixture(scope="session")
 def shakespeare_bytes():
     from runners.data import prepare

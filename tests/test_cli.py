@@ -12,7 +12,7 @@ import yaml
 from runners.config import resolve_run, run_id
 from runners.hydra_app import compose_config
 from runners.suite import resolve_all
-from tests.conftest import REPO, SMALL_RUN
+from tests.conftest import REPO, SMALL_RUN, TINY
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 SHORT = [*SMALL_RUN, "budget.steps=4", "budget.eval_every=2"]
@@ -98,7 +98,7 @@ def test_multirun_is_the_suites_grid_with_its_run_ids_and_skipping(tmp_path, sha
     singles = {run_id(resolve_run(compose_config([f"optimizer={o}", f"optimizer.lr={lr}", f"seed={s}",
                                                   *SHORT, f"results_dir={results}"])))
                for o in ("adamw", "lamb") for lr in ("1e-3", "3e-3") for s in (0, 1)}
-    grid = compose_config(["suite=tiny", "optimizers={adamw: {lr: [1e-3, 3e-3]}, "
+    grid = compose_config(["optimizers={adamw: {lr: [1e-3, 3e-3]}, "
                            "lamb: {lr: [1e-3, 3e-3]}}", "seeds=[0,1]", *SHORT, f"results_dir={results}"])
     assert made == singles == {run_id(c) for c in resolve_all(grid, check_data=False)}
     again = _cli("runners.train", *sweep, *SHORT, f"results_dir={results}", "report=false", cwd=tmp_path)
@@ -110,7 +110,7 @@ def test_plan_on_train_and_tune_runs_nothing(tmp_path):
     train = _cli("runners.train", "plan=true", "optimizer=lamb", *SHORT, f"results_dir={tmp_path / 'r'}",
                  cwd=tmp_path)
     assert train.returncode == 0 and "nano   lamb" in train.stdout, train.stderr
-    tune = _cli("runners.tune", "suite=tiny", "only=[adamw,lamb]", "plan=true", "tune.trials=3", *SHORT,
+    tune = _cli("runners.tune", *TINY, "only=[adamw,lamb]", "plan=true", "tune.trials=3", *SHORT,
                 f"results_dir={tmp_path / 'r'}", cwd=tmp_path)
     assert tune.returncode == 0 and "tiny-nano-lamb" in tune.stdout, tune.stderr
     assert not (tmp_path / "r").exists()

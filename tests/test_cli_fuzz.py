@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from runners import cli, suite, train, tune
-from tests.conftest import REPO, SMALL_RUN
+from tests.conftest import REPO, SMALL_RUN, TINY
 
 ENTRIES = {"train": train.main, "suite": suite.run_suite, "tune": tune.tune}
 
@@ -137,7 +137,7 @@ def _fails_cleanly(entry: str, argv: list[str], needle: str, tmp_path, monkeypat
 @pytest.mark.parametrize("entry,override,needle", OVERRIDES, ids=[f"{e}:{o}" for e, o, _ in OVERRIDES])
 def test_a_bad_override_is_one_error_line_and_writes_nothing(entry, override, needle, tmp_path,
                                                              monkeypatch, capsys, shakespeare_bytes):
-    base = ["suite=tiny", "only=[adamw]"] if entry != "train" else []
+    base = [*TINY, "only=[adamw]"] if entry != "train" else []
     lines = _fails_cleanly(entry, [*base, *SMALL_RUN, f"results_dir={tmp_path / 'results'}",
                                    *override.split()], needle, tmp_path, monkeypatch, capsys)
     assert len(lines) == 1, lines

@@ -79,3 +79,43 @@ def test_missing_data_file_says_how_to_make_it(tmp_path, monkeypatch):
         open_data("shakespeare_gpt2", None, 50304, 64)
     with pytest.raises(DataError, match="unknown data set 'tinystories'"):
         prepare("tinystories")
+
+
+def test_every_token_is_checked_once_and_the_check_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPTARENA_DATA", str(tmp_path / "cache_root"))
+    tokens = np.arange(3 << 20, dtype=np.uint16) % 50
+    tokens[(1 << 20) + 12345] = 300  # past the first 2^20 tokens
+    path = _write(tmp_path / "d", tokens.tobytes(), tokens[:1000].tobytes(), {"dtype": "uint16"})
+    with pytest.raises(DataError, match=r"train.bin holds token id 300 >= the model's vocab_size 256"):
+        open_data("custom", path, vocab_size=256, seq_len=16)
+    assert open_data("custom", path, vocab_size=512, seq_len=16).train[-1] == tokens[-1]
+    cached = json.loads((tmp_path / "cache_root" / ".cache" / "tokens.json").read_text())
+    assert sorted(v["max"] for v in cached.values()) == [49, 300]  # val.bin and train.bin, read once each
+
+
+def test_uint32_tokens_without_meta_json_are_refused(tmp_path):
+    tokens = (np.arange(1000) % 50).astype(np.uint32)  # every second uint16 is 0
+    val = (np.arange(500) % 50).astype(np.uint16).tobytes()
+    path = _write(tmp_path / "d", tokens.tobytes(), val)
+    with pytest.raises(DataError, match=r"train.bin looks like uint32 tokens \(every second uint16 is 0\) and "
+                                        r"there is no meta.json: .* \"dtype\": \"uint16\""):
+        open_data("custom", path, vocab_size=256, seq_len=16)
+    _write(tmp_path / "d", tokens.tobytes(), val, {"dtype": "uint16"})
+    open_data("custom", path, vocab_size=256, seq_len=16)  # meta.json says they are uint16: read as such
+
+
+def test_a_fingerprint_is_fast_and_sees_a_rewritten_file(tmp_path):
+    from runners.data import file_fingerprint
+
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(20 * 10**9)  # 20 GB, sparse
+    import time
+
+    start = time.perf_counter()
+    before = file_fingerprint(big)
+    assert time.perf_counter() - start < 1.0 and before["size"] == 20 * 10**9
+    with open(big, "r+b") as f:
+        f.seek(10 * 10**9)
+        f.write(b"x")  # the middle MiB
+    assert file_fingerprint(big) != before

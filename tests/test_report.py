@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from analysis.report import SECTIONS, main, write_report
-from fixtures_results import write_run, write_suite, write_tuning
+from fixtures_results import (  # noqa: F401 (shipped_tuned: a fixture)
+    STEPS, shipped_tuned, write_run, write_suite, write_tuned, write_tuning,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +40,42 @@ def test_report_states_the_budget_provenance_and_lists_the_divergence(suite):
         assert "abc1234" in text and "2.13.0+cpu" in text  # git commit, package versions
         assert "adamw lr=0.001" in text and "baseline" in text
     assert "nano-adamw: 6 trials" in page  # tuning budget in the provenance
-    assert re.search(r"adam_mini lr=0\.001 \| 3/3 \| .* \| better\*", md)  # planted -0.05: better
-    assert re.search(r"sm3 lr=0\.001 \| 2/3 \| .* \| worse\*", md)  # planted +0.08: worse
+
+
+def test_three_seeds_give_no_verdict_and_nothing_starred(suite):
+    md = (suite / "report.md").read_text()
+    none = "no verdict possible at n=3 (the test cannot reach 5% below 6 seeds)"
+    assert re.search(rf"adam_mini lr=0\.001 \| \w+ \| 3/3 \| — \| .* \| {re.escape(none)} \| not reachable \|", md)
+    assert re.search(r"sm3 lr=0\.001 \| \w+ \| 2/3 \| 1 of 3 diverged \| .* \| no verdict possible at n=3", md)
+    assert "*" not in "".join(re.findall(r"\| (better|worse|not distinguishable)\S* \|", md))
+    assert "better*" not in md and "worse*" not in md
+    assert "How to read this: each verdict is the two-sided exact Wilcoxon signed-rank test at 5%" in md
+    assert "sm3 lr=0.001: n=3, p=0.2500, MDE not reachable → no verdict possible" in md
+
+
+def test_report_says_what_its_cost_figures_are(suite):
+    md = (suite / "report.md").read_text()
+    for text in ("tokens/s, global", "tokens/s per rank", "MFU per device", "fwd+bwd s/step",
+                 "training steps of batch fetch, forward, backward, gradient clipping and optimizer step",
+                 "evaluations, checkpoints, logging and start-up excluded", "time to target (training s)"):
+        assert text in md
+    assert re.search(r"\| 4\d,\d{3} \[\d\d,\d{3}, \d\d,\d{3}\] \|", md)  # adamw: a median and its spread
 
 
 def test_terminal_table(suite, capsys):
     assert main([str(suite)]) == 0
     out = capsys.readouterr().out
-    assert "adam_mini lr=0.001" in out and "better*" in out and "Did not complete:" in out
+    assert "adam_mini lr=0.001" in out and "no verdict possible at n=3" in out and "Did not complete:" in out
     assert f"wrote {suite / 'report.html'}" in out
+
+
+def test_eight_seeds_give_verdicts_with_their_test(tmp_path):
+    s = write_suite(tmp_path / "tiny", seeds=tuple(range(8)), diverged={("sm3", 2): 120})
+    write_report(s)
+    md = (s / "report.md").read_text()
+    assert re.search(r"adam_mini lr=0\.001 \| .* \| 8 \| 0\.0078 \| better \| 0\.00\d\d \|", md)
+    assert re.search(r"sm3 lr=0\.001 \| .* \| 1 of 8 diverged \| .* \+∞\] \| 8 \| 0\.0078 \| worse \|", md)
+    assert "adam_mini lr=0.001: n=8, p=0.0078, MDE 0.00" in md
 
 
 def test_without_tuning_the_section_is_skipped_cleanly(tmp_path):
@@ -79,6 +108,73 @@ def test_clear_one_line_errors(tmp_path, capsys, make, message):
     assert not (folder / "report.html").exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--baseline", "adamx"], "--baseline 'adamx' matches no arm at 1,228,800 tokens; the arms: "),
+    (["--baseline", "adamw lr=0.002"], "--baseline 'adamw lr=0.002' matches no arm"),
+    ([], "the default baseline adamw matches 2 arms"),  # lr grid, nothing tuned or declared
+])
+def test_a_baseline_that_is_not_one_arm_is_refused(tmp_path, capsys, args, message):
+    s = tmp_path / "suite"
+    for lr in (1e-3, 3e-3):
+        write_run(s, "adamw", 0, lr=lr)
+    write_run(s, "sm3", 0)
+    assert main([str(s), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert "adamw lr=0.001; " in err or "; adamw lr=0.001" in err  # the arms to choose from
+    assert "--baseline '" in err  # and how to choose
+    assert not (s / "report.html").exists() and not (s / "report.md").exists()
+
+
+def test_lr_sources_and_the_chosen_baseline_are_shown(tmp_path):
+    s = tmp_path / "tiny"
+    for seed in range(2):
+        for lr in (1e-3, 3e-3):
+            write_run(s, "adamw", seed, lr=lr)
+        write_run(s, "sm3", seed, lr=0.05)
+    write_tuned(s, "adamw", 3e-3)
+    write_report(s)
+    md = (s / "report.md").read_text()
+    assert "Baseline: adamw lr=0.003 (lr source: tuned)." in md
+    assert "| adamw lr=0.001 | grid |" in md and "| sm3 lr=0.05 | set |" in md
+    assert re.search(r"\| adamw lr=0\.003 \| tuned \| 2/2 \| .* \| baseline \|", md)
+
+
+def test_several_budgets_get_a_part_each(tmp_path):
+    s = tmp_path / "tiny"
+    for steps in (STEPS, 2 * STEPS):
+        write_suite(s, offsets={"adamw": 0.0, "adam_mini": -0.05}, diverged={}, steps=steps)
+    assert main([str(s)]) == 0
+    md, page = (s / "report.md").read_text(), (s / "report.html").read_text()
+    for text in (md, page):
+        assert "At 1,228,800 tokens" in text and "At 2,457,600 tokens" in text
+        assert "2,457,600 tokens = 600 steps" in text
+    assert md.count("**Final test loss and comparison with the baseline**") == 2
+    assert page.count("Plotly.newPlot(") == 12  # six figures per budget
+
+
+def test_twelve_arms_plot(tmp_path):
+    s = tmp_path / "tiny"
+    for opt in ("adamw", "adam_mini", "sm3", "lamb"):
+        for lr in (3e-4, 1e-3, 3e-3):
+            write_run(s, opt, 0, lr=lr)
+    write_report(s, baseline="adamw lr=0.001")
+    page = (s / "report.html").read_text()
+    assert page.count("Plotly.newPlot(") == 6
+    assert "rgba(102,194,165,0.18)" in page  # the 11th arm's band, from Set2's rgb(...) colours
+
+
+def test_machine_noise_is_flagged_not_shown_as_slower(tmp_path):
+    s = write_suite(tmp_path / "tiny", offsets={"adamw": 0.0, "adam_mini": 0.0, "sm3": 0.0}, diverged={})
+    for seed in range(3):
+        write_run(s, "lamb", seed, machine=2.0)
+    write_report(s)
+    cost = {line.split(" | ")[0]: line for line in (s / "report.md").read_text().splitlines() if "cpu_rss" in line}
+    assert cost.pop("| lamb lr=0.001").endswith("| machine noise: not comparable |")
+    assert len(cost) == 3 and all(line.endswith("| yes |") for line in cost.values())
+    assert "machine noise " in (s / "report.html").read_text()  # the tokens/s bar says so
+
+
 def test_arms_without_a_completed_run_and_unfinished_runs_are_listed(tmp_path):
     s = write_suite(tmp_path / "tiny", offsets={"adamw": 0.0, "lamb": 0.0},
                     diverged={("lamb", seed): 40 for seed in range(3)})
@@ -88,6 +184,7 @@ def test_arms_without_a_completed_run_and_unfinished_runs_are_listed(tmp_path):
     md = (s / "report.md").read_text()
     assert "lamb lr=0.001: no completed run (3 diverged)" in md
     assert "sm3 lr=0.001: no completed run (1 failed, 1 running)" in md
+    assert "| 3 of 3 diverged |" in md and "| 1 of 2 failed |" in md
     assert "RuntimeError: out of memory" in md and "| running |" in md
     assert not re.search(r"\bnan\b", (s / "report.html").read_text().split("<main>")[1], re.IGNORECASE)
 
@@ -97,11 +194,13 @@ def test_gpu_figures_and_mixed_provenance_are_shown(tmp_path):
     for run in s.glob("*/run.json"):
         doc = json.loads(run.read_text())
         doc["summary"] |= {"mfu": 0.41, "peak_mem_kind": "cuda_allocated", "cuda_max_reserved_bytes": 6 * 2**30}
+        doc["env"]["world_size"] = 2
         if "adamw" in run.parent.name:
             doc["env"] |= {"git_commit": "def5678", "git_dirty": True}
         run.write_text(json.dumps(doc))
     write_report(s)
     md = (s / "report.md").read_text()
     assert "| 41.0% |" in md and "| 6144.0 |" in md and "cuda_allocated" in md
+    assert re.search(r"\| 2 \| 4\d,\d{3} \[[\d,]+, [\d,]+\] \| 20,\d{3} \[", md)  # global, then per rank
     assert "2 different git commits" in md and "uncommitted changes" in md
     assert "MFU 41.0%" in (s / "report.html").read_text()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from analysis.report import write_report
-from fixtures_results import write_suite, write_tuning
+from fixtures_results import shipped_tuned, write_run, write_suite, write_tuning  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.browser
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,9 +37,12 @@ def chromium() -> Path:
 def test_report_renders_offline(chromium, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     suite = write_suite(tmp_path / "tiny")
+    for opt in ("adamw", "adam_mini", "sm3", "lamb"):  # 12 arms: past the ten colours of the first palette
+        for lr in (3e-4, 3e-3) if opt != "lamb" else (3e-4, 1e-3, 3e-3):
+            write_run(suite, opt, 0, lr=lr)
     write_tuning(suite, "adamw", list(np.logspace(-4, -2, 8)), best_lr=1e-3, diverge_above=5e-3)
     write_tuning(suite, "adam_mini", list(np.logspace(-4, -2, 8)), best_lr=6e-4, diverge_above=2e-3)
-    write_report(suite)
+    write_report(suite, baseline="adamw lr=0.001")
     page_html = (suite / "report.html").read_text()
     n_figures = len(re.findall(r'class="plotly-graph-div"', page_html))
     assert n_figures == 8  # 2 loss curves, difference, memory, throughput, Pareto, 2 tuning

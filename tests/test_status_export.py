@@ -9,13 +9,13 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import REPO, SMALL_RUN
+from conftest import REPO, SMALL_RUN, TINY
 from fixtures_results import write_suite
 
 from analysis.export import main as export_main
 from analysis.load import load_runs
 
-SUITE = ["suite=tiny", *SMALL_RUN, "report=false"]
+SUITE = [*TINY, *SMALL_RUN, "report=false"]
 
 
 def _suite(*args: str, check=True) -> subprocess.CompletedProcess:
@@ -105,7 +105,7 @@ def test_a_quiet_running_run_is_flagged(small_cfg):
     from runners.status import STALE_AFTER_S, run_state
     from runners.suite import resolve_all, run_folder
 
-    [cfg] = resolve_all(small_cfg("suite=tiny", "only=[adamw]"), check_data=False)
+    [cfg] = resolve_all(small_cfg(*TINY, "only=[adamw]"), check_data=False)
     folder = run_folder(cfg).path
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps({"schema_version": 1, "status": "running", "step": 0,

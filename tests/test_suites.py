@@ -8,14 +8,14 @@ import time
 
 import pytest
 
-from runners.config import ConfigError
+from runners.config import ConfigError, run_id
 from runners.hydra_app import compose_config
-from runners.suite import expand, resolve_all, run_status, run_suite
-from tests.conftest import REPO, SMALL_RUN
+from runners.suite import expand, resolve_all, run_folder, run_status, run_suite
+from tests.conftest import REPO, SMALL_RUN, TINY
 
 
 def suite(tmp_path, *overrides):
-    return compose_config(["suite=tiny", *SMALL_RUN, f"results_dir={tmp_path}", *overrides])
+    return compose_config([*TINY, *SMALL_RUN, f"results_dir={tmp_path}", *overrides])
 
 
 def test_expansion_is_models_x_optimizers_x_lrs_x_seeds_at_one_budget(tmp_path):
@@ -28,7 +28,9 @@ def test_expansion_is_models_x_optimizers_x_lrs_x_seeds_at_one_budget(tmp_path):
     assert all(r["optimizer"]["weight_decay"] == 0.05 for r in runs)
     # Equal budgets: everything but the optimizer and the seed is the same for every run.
     for key in ("model", "data", "budget"):
-        assert all(r[key] == runs[0][key] for r in runs)
+        same = [{**r[key], "seed": None} if key == "data" else r[key] for r in runs]
+        assert all(x == same[0] for x in same)
+    assert [r["data"]["seed"] for r in runs] == [r["seed"] for r in runs]  # seed s: data order s too
 
 
 def test_only_and_seed_count_overrides(tmp_path):
@@ -46,7 +48,7 @@ def test_lr_tuned_reads_tuned_yaml(tmp_path):
     with pytest.raises(ConfigError, match=r"optimizers.adamw.lr=tuned: .*tuned.yaml has no lr .*make tune"):
         expand(suite(tmp_path, "optimizers={adamw:{lr:tuned}}"))
     (tmp_path / "tiny").mkdir()
-    (tmp_path / "tiny" / "tuned.yaml").write_text("nano:\n  adamw: {lr: 0.0042}\n")
+    (tmp_path / "tiny" / "tuned.yaml").write_text("nano:\n  '7680':\n    adamw: {lr: 0.0042}\n")
     assert expand(suite(tmp_path, "optimizers={adamw:{lr:tuned}}"))[0]["optimizer"]["lr"] == 0.0042
 
 
@@ -85,7 +87,7 @@ MALFORMED = [
 @pytest.mark.parametrize("overrides,message", MALFORMED, ids=[m[1][:40] for m in MALFORMED])
 def test_malformed_suite_is_rejected_naming_the_field(tmp_path, overrides, message):
     with pytest.raises(ConfigError) as err:
-        run_suite(["suite=tiny", *SMALL_RUN, f"results_dir={tmp_path}", "report=false", *overrides])
+        run_suite([*TINY, *SMALL_RUN, f"results_dir={tmp_path}", "report=false", *overrides])
     assert any(message in line for line in err.value.errors), err.value.errors
     assert not any(tmp_path.iterdir()), "nothing may be written for an invalid suite"
 
@@ -93,11 +95,11 @@ def test_malformed_suite_is_rejected_naming_the_field(tmp_path, overrides, messa
 def test_every_error_of_a_suite_is_reported_at_once(tmp_path):
     # First every key and value (the schema), then every run of a suite whose values are valid.
     with pytest.raises(ConfigError) as err:
-        run_suite(["suite=tiny", *SMALL_RUN, f"results_dir={tmp_path}", "budget.steps=-3",
+        run_suite([*TINY, *SMALL_RUN, f"results_dir={tmp_path}", "budget.steps=-3",
                    "budget.schedule=linear", "train.log_every=0"])
     assert len(err.value.errors) == 3, err.value.errors
     with pytest.raises(ConfigError) as err:
-        run_suite(["suite=tiny", *SMALL_RUN, f"results_dir={tmp_path}", "seeds=[0,0]",
+        run_suite([*TINY, *SMALL_RUN, f"results_dir={tmp_path}", "seeds=[0,0]",
                    "optimizers=[adamw,adamx]", "models=[nano,gpt9]", "budget.warmup=40"])
     assert len(err.value.errors) == 4, err.value.errors
 
@@ -155,7 +157,7 @@ print(json.dumps({{"predicted": est.peak, "measured": after - before, "status": 
 
 
 def test_launching_twice_runs_each_run_once(tmp_path):
-    args = ["suite=tiny", *SMALL_RUN, f"results_dir={tmp_path}", "only=[adamw,adam_mini]",
+    args = [*TINY, *SMALL_RUN, f"results_dir={tmp_path}", "only=[adamw,adam_mini]",
             "budget.steps=10"]
     runs = run_suite(args)
     assert (tmp_path / "tiny" / "report.html").exists()  # a suite ends with its report
@@ -179,7 +181,7 @@ def _second_run_past_step(results, step: int) -> bool:
 
 
 def test_killing_a_suite_midway_then_relaunching_finishes_the_rest(tmp_path):
-    args = ["suite=tiny", *SMALL_RUN, f"results_dir={tmp_path}", "only=[adamw,adam_mini,sm3]",
+    args = [*TINY, *SMALL_RUN, f"results_dir={tmp_path}", "only=[adamw,adam_mini,sm3]",
             "budget.steps=60", "train.ckpt_every=5", "report=false"]
     proc = subprocess.Popen([sys.executable, "-m", "runners.suite", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -200,3 +202,27 @@ def test_killing_a_suite_midway_then_relaunching_finishes_the_rest(tmp_path):
     for metrics in tmp_path.rglob("metrics.jsonl"):
         steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
         assert steps == list(range(61))  # resumed without duplicated rows
+
+
+def test_local_workers_give_the_same_runs_as_one_process(tmp_path, shakespeare_bytes):
+    args = [*TINY, "only=[adamw,sm3,lamb]", *SMALL_RUN, "budget.steps=8", "budget.eval_every=4",
+            "report=false"]
+    one = run_suite([*args, f"results_dir={tmp_path / 'one'}"])
+    two = run_suite([*args, f"results_dir={tmp_path / 'two'}", "workers=2"])
+    for a, b in zip(one, two):
+        rows = [(run_folder(c).path / "metrics.jsonl").read_text().splitlines() for c in (a, b)]
+        strip = [[{k: v for k, v in json.loads(r).items() if not k.startswith(("time_", "tokens_per_s",
+                   "wall_time", "peak_mem"))} for r in side] for side in rows]
+        assert strip[0] == strip[1] and len(strip[0]) == 9, run_id(a)
+
+
+def test_plan_warns_when_the_disk_cannot_hold_the_checkpoints(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("runners.suite.free_bytes", lambda path: 50 * 2**30)
+    run_suite(["suite=gpt2_xl", f"results_dir={tmp_path}", "plan=true", "plan_device=h100"])
+    # 104.5 GiB of final checkpoints, plus two of the largest (ademamix's 23.2 GiB) while it saves
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"warning: 50.0 GiB free under {tmp_path}, and the checkpoints of the 7 runs to run need about "
+        "150.9 GiB (each keeps its final one; one that is saving holds three)")
+    monkeypatch.setattr("runners.suite.free_bytes", lambda path: 200 * 2**30)
+    run_suite(["suite=gpt2_xl", f"results_dir={tmp_path}", "plan=true", "plan_device=h100"])
+    assert "warning:" not in capsys.readouterr().out

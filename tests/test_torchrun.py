@@ -9,7 +9,7 @@ import json
 import pytest
 
 from runners.suite import run_folder, run_suite
-from tests.conftest import SMALL_RUN
+from tests.conftest import SMALL_RUN, TINY
 
 TOLERANCE = 1e-5
 
@@ -21,7 +21,7 @@ def _losses(cfg) -> list[tuple]:
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adam_mini"])
 def test_ddp_and_fsdp_match_one_process(tmp_path, optimizer):
-    common = ["suite=tiny", *SMALL_RUN, f"only=[{optimizer}]", "budget.steps=12", "report=false",
+    common = [*TINY, *SMALL_RUN, f"only=[{optimizer}]", "budget.steps=12", "report=false",
               "train.micro_batch=2", "budget.eval_every=4"]
     one = run_suite([*common, f"results_dir={tmp_path / 'one'}"])[0]
     expected = _losses(one)

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import optuna
+
+import optimizers
 import pytest
 import yaml
 
@@ -18,10 +20,10 @@ from runners.hydra_app import compose_config
 from runners.suite import expand, run_suite
 from runners.tune import create_studies, options, study_specs, tune
 from runners.tune_worker import storage
-from tests.conftest import REPO, SMALL_RUN
+from tests.conftest import REPO, SMALL_RUN, TINY
 
 # SMALL_RUN at 12 steps, evaluated every 4: a trial takes a fraction of a second.
-TUNE = ["suite=tiny", *SMALL_RUN, "budget.steps=12", "budget.eval_every=4", "only=[adamw]"]
+TUNE = [*TINY, *SMALL_RUN, "budget.steps=12", "budget.eval_every=4", "only=[adamw]"]
 GRID = [1e-3, 0.00518, 0.0268, 0.139, 0.72, 3.73, 19.3, 100.0]  # 8 log-spaced lrs over [1e-3, 100]
 
 
@@ -90,10 +92,12 @@ def test_a_diverged_trial_is_recorded_with_its_lr_and_the_study_goes_on(grid_stu
             assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["status"] == "diverged"
             info = _run_info(results, t.user_attrs["run_id"])
             assert info["status"] == "diverged" and info["diverged_at_step"] is not None
-    tuned = yaml.safe_load((results / "tiny" / "tuned.yaml").read_text())["nano"]["adamw"]
+    by_budget = yaml.safe_load((results / "tiny" / "tuned.yaml").read_text())["nano"]
+    assert list(by_budget) == [str(12 * 8 * 32)]  # keyed by the suite's budget in tokens
+    tuned = by_budget[str(12 * 8 * 32)]["adamw"]
     lo, hi = tuned["stable_band"]
     assert lo <= tuned["lr"] <= hi < min(diverged)
-    assert tuned["trials"] == 8
+    assert tuned["trials"] == 8 and tuned["trial_seed"] == 1000 and tuned["lr_range"] == [1e-3, 100]
 
 
 @pytest.mark.slow
@@ -105,6 +109,9 @@ def test_the_tuned_lr_feeds_a_suite_and_its_report(grid_study):
     assert [r["optimizer"]["lr"] for r in expand(compose_config(overrides))] == [best["params"]["lr"]]
     table = load_tuning(results / "tiny")
     assert len(table) == 8 and set(table.status) <= {"completed", "pruned", "diverged"}
+    with pytest.raises(ConfigError, match=r"no lr for nano/adamw at this budget of 6,144 tokens "
+                                          r"\(tuned at 3,072, 163,840 tokens only\)"):
+        expand(compose_config([*overrides, "budget.steps=24"]))  # tuned at another budget: refused
     run_suite(overrides)  # one run at the tuned lr, then the report
     report = (results / "tiny" / "report.md").read_text()
     assert "tiny-nano-adamw" in report and f"{best['params']['lr']:.3g}" in report
@@ -206,7 +213,8 @@ def test_every_optimizer_gets_the_same_trial_budget_with_its_schedule_rederived(
     for s in specs:
         b = s["resolved"]["budget"]
         assert (b["steps"], b["warmup_steps"], b["eval_every"]) == (20, 2, 5)  # 4 evaluations at least
-        assert s["space"]["lr"] == [1e-4, 1e-2, True]  # a decade each side of AdamW's 1e-3
+        assert s["space"]["lr"] == [*optimizers.spec(s["optimizer"]).lr_range, True]  # its own range
+        assert s["template"]["seed"] == 1000  # a seed the comparison never uses
         assert s["template"]["results_dir"] == str(tmp_path / "tiny" / "tuning")
     assert "weight_decay" in specs[0]["space"] and "weight_decay" not in specs[2]["space"]  # SM3 has none
 
