@@ -131,7 +131,8 @@ def _tuned_lr(suite_cfg: dict, model: str, name: str, errors: list[str]) -> floa
         if str(tokens) in found:
             return found[str(tokens)]["lr"]
         budgets |= set(found)
-    elsewhere = f" (tuned at {', '.join(f'{int(b):,}' for b in sorted(budgets, key=int))} tokens only)" if budgets else ""
+    seen = ", ".join(f"{int(b):,}" for b in sorted(budgets, key=int))
+    elsewhere = f" (tuned at {seen} tokens only)" if budgets else ""
     errors.append(f"optimizers.{name}.lr=tuned: {path} has no lr for {model}/{name} at this budget of "
                   f"{tokens:,} tokens{elsewhere}: run `make tune suite={suite_cfg['suite']}` first")
     return None
