@@ -10,7 +10,6 @@ line; runners.schema checks what the files bring and every value.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import re
 from pathlib import Path
 
@@ -127,10 +126,10 @@ def _flat_keys(d: dict, prefix: str = "") -> list[str]:
 def _unknown_key(hydra, key: str, choices: list[str]) -> str:
     """'unknown key X: did you mean Y?', Y from the config the group choices make."""
     known = _flat_keys(_raw_compose(hydra, choices))
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    close = schema.closest(key, known)
     parent = key.rsplit(".", 1)[0] if "." in key else ""
     if close:
-        return f"unknown key {key}: did you mean {close[0]}?"
+        return f"unknown key {key}: did you mean {close}?"
     siblings = [k.rsplit(".", 1)[-1] for k in known if parent and k.startswith(parent + ".")
                 and k.count(".") == key.count(".")]
     return f"unknown key {key}: " + (f"{parent} has {', '.join(siblings)}" if siblings else

@@ -274,8 +274,8 @@ MODEL = {
 
 
 def did_you_mean(word, candidates) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
+    close = closest(word, candidates)
+    return f" (did you mean {close}?)" if close else ""
 
 
 def show(v) -> str:
@@ -292,7 +292,7 @@ def _check_keys(section: dict, keys: dict[str, Key], where: str, errors: list[st
     for k, v in section.items():
         if k not in allowed:
             errors.append(f"unknown key {where}{k}" + (
-                f": did you mean {where}{c}?" if (c := _closest(k, allowed)) else
+                f": did you mean {where}{c}?" if (c := closest(k, allowed)) else
                 f": {where.rstrip('.') or 'the top level'} has {', '.join(allowed)}"))
             continue
         try:
@@ -305,8 +305,9 @@ def _check_keys(section: dict, keys: dict[str, Key], where: str, errors: list[st
     return out
 
 
-def _closest(word: str, candidates) -> str | None:
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+def closest(word, candidates) -> str | None:
+    """The candidate nearest to `word`, if one is near enough to be what was meant."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
     return close[0] if close else None
 
 
@@ -321,7 +322,7 @@ def _check_optimizer(opt: dict, errors: list[str]) -> None:
         if k == "name":
             continue
         if k not in spec.defaults:
-            close = _closest(k, spec.defaults)
+            close = closest(k, spec.defaults)
             errors.append(f"unknown key optimizer.{k}: {name} has " + (
                 f"no {k}; did you mean optimizer.{close}?" if close else f"{', '.join(spec.defaults)}"))
             continue
