@@ -44,8 +44,14 @@ def init(world: World, device: torch.device) -> None:
                                 rank=world.rank, world_size=world.size)
 
 
-def shutdown() -> None:
+def shutdown(clean: bool = True) -> None:
+    """`clean`: every rank got here without an error, so they can leave together. A rank
+    that tears its gloo pairs down while a peer still reads from them can abort the peer
+    ("terminate called without an active exception"); after an error a barrier could wait
+    on a peer stuck in another collective, so that rank just leaves."""
     if dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
 
 

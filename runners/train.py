@@ -145,16 +145,24 @@ def run(raw_cfg: dict, on_eval=None) -> dict:
         return _skip_finished(folder, world)
     parallel.init(world, device)
     try:
-        with lock.owning(folder.path, world, device):
-            if world.is_main:
-                folder.remove_temporaries()  # what killed writes left: this process owns the folder now
-            if folder.is_finished():  # by the process that held it, or its run.json is lost
-                return _skip_finished(folder, world)
-            _reset_peak_memory(device)
-            with folder.recording(cfg) if world.is_main else nullcontext():
-                return _train(cfg, folder, world, device, on_eval)
-    finally:
-        parallel.shutdown()
+        info = _owned_run(cfg, folder, world, device, on_eval)
+    except BaseException:
+        parallel.shutdown(clean=False)
+        raise
+    parallel.shutdown()
+    return info
+
+
+def _owned_run(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.device,
+               on_eval) -> dict:
+    with lock.owning(folder.path, world, device):
+        if world.is_main:
+            folder.remove_temporaries()  # what killed writes left: this process owns the folder now
+        if folder.is_finished():  # by the process that held it, or its run.json is lost
+            return _skip_finished(folder, world)
+        _reset_peak_memory(device)
+        with folder.recording(cfg) if world.is_main else nullcontext():
+            return _train(cfg, folder, world, device, on_eval)
 
 
 def _skip_finished(folder: RunFolder, world: parallel.World) -> dict:

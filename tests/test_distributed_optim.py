@@ -142,6 +142,7 @@ def _worker(rank: int, port: int, folder: str) -> None:
     results["qkv rows"] = _gather(_sharded_model(mesh).h[0].attn.qkv.weight.to_local().shape[0])
     if rank == 0:
         torch.save(results, os.path.join(folder, "results.pt"))
+    dist.barrier()  # leave together: see runners.parallel.shutdown
     dist.destroy_process_group()
 
 

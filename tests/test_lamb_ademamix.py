@@ -268,6 +268,7 @@ def _sharded_worker(rank: int, store_path: str) -> None:
                        if isinstance(v, torch.Tensor))
             assert optimizers.state_bytes(opt) == optimizers.predict_state_bytes(
                 name, model, **SHARDED_CASES[name])
+        dist.barrier()  # leave together: see runners.parallel.shutdown
     finally:
         dist.destroy_process_group()
 
