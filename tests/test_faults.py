@@ -351,6 +351,44 @@ def test_two_suites_on_one_folder_run_each_run_once(tmp_path, shakespeare_bytes)
         assert _info(folder)["status"] == "completed"
 
 
+def _workers(pid: int) -> list[int]:
+    """The pool's worker processes among `pid`'s children (not multiprocessing's resource tracker)."""
+    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("to", ["the suite alone", "its process group"])
+def test_a_stopped_suite_stops_its_workers_and_starts_no_other_run(tmp_path, shakespeare_bytes, to):
+    """SIGTERM (kill PID, scancel, a preemption) stops a suite of worker processes: the runs in
+    flight checkpoint and say `interrupted`, no queued run starts, and no worker is left behind."""
+    results = tmp_path / "results"
+    args = [*TINY, "only=[adamw,sm3]", "seeds=2", "workers=2", *SMALL_RUN, "budget.steps=2000",
+            "report=false", f"results_dir={results}"]
+    suite = subprocess.Popen([sys.executable, "-m", "runners.suite", *args], cwd=REPO, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    folders = [run_folder(c).path for c in resolve_all(compose_config(args))]
+    deadline = time.time() + 120
+    while sum((f / "metrics.jsonl").exists() and bool((f / "metrics.jsonl").read_text()) for f in folders) < 2:
+        assert time.time() < deadline and suite.poll() is None, "the suite never started two runs"
+        time.sleep(0.05)
+    workers = _workers(suite.pid)
+    assert len(workers) == 2
+    os.kill(suite.pid, signal.SIGTERM) if to == "the suite alone" else os.killpg(suite.pid, signal.SIGTERM)
+    out = suite.communicate(timeout=120)[0]
+    assert suite.returncode == 143, out
+    assert not [w for w in workers if _alive(w)], out
+    started = [f for f in folders if f.exists()]
+    assert len(started) == 2, out  # the two that were running; the queued two never began
+    assert all(_info(f)["status"] == "interrupted" for f in started), out
+
+
 def test_a_suite_goes_on_past_a_failed_run_and_a_failed_report_fails_it(tmp_path, shakespeare_bytes, capsys):
     results = tmp_path / "results"
     args = [*TINY, "only=[adamw,sm3]", "seeds=1", *SMALL_RUN, "budget.steps=10", f"results_dir={results}"]

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 
 from runners.config import run_id
 from runners.launch import describe, for_the_user, settle
+from runners.train import INTERRUPT_SIGNALS, Interrupted, run
 
 
 def launch(runs: list[dict], launcher_cfg: dict) -> None:
-    from runners.train import run
-
     workers = min(launcher_cfg.get("workers", 1), len(runs))
     ended = {}
     if workers <= 1:
@@ -29,23 +30,64 @@ def launch(runs: list[dict], launcher_cfg: dict) -> None:
         settle(ended)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
+    interrupted = None
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_one_worker, initargs=(threads,)) as pool:
-        pending = {pool.submit(run, cfg): cfg for cfg in runs}
+                             initializer=_one_worker, initargs=(threads,)) as pool, \
+            _forwarding_signals():
+        pending = {pool.submit(_pool_run, cfg): cfg for cfg in runs}
         print(f"{len(runs)} runs on {workers} worker processes of {threads} thread(s)", flush=True)
         for i, done in enumerate(as_completed(pending), 1):
+            if done.cancelled():
+                continue
             name = run_id(pending[done])
             ended[name] = error = done.exception()
+            if isinstance(error, Interrupted):
+                # The signal was meant for the whole suite: start nothing more.
+                interrupted = interrupted or error
+                for queued in pending:
+                    queued.cancel()  # those not yet begun; leaving the block waits for the rest
+                continue
             outcome = done.result()["status"] if error is None else describe(error)
             print(f"[{i}/{len(runs)}] {name}: {outcome}", flush=True)
+    if interrupted:
+        raise interrupted
     settle(ended)
+
+
+@contextmanager
+def _forwarding_signals():
+    """A stop signal sent to this process alone (kill PID) reaches the workers too, so that
+    their runs checkpoint and stop as this process's own run would."""
+    def forward(signum, _frame):
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in INTERRUPT_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+_stopped = None  # in a worker: the Interrupted after which it starts no other run
+
+
+def _pool_run(cfg: dict) -> dict:
+    global _stopped
+    if _stopped is not None:
+        raise Interrupted(f"not started: {_stopped}")
+    try:
+        return run(cfg)
+    except Interrupted as e:
+        _stopped = e
+        raise
 
 
 def _attempt(run, cfg: dict) -> BaseException | None:
     """Run one run in this process; what stopped it, if anything (an interruption stops the
     suite: the signal was meant for all of it)."""
     from runners.lock import RunLocked
-    from runners.train import Interrupted
 
     try:
         run(cfg)
@@ -65,5 +107,11 @@ def _attempt(run, cfg: dict) -> BaseException | None:
 def _one_worker(threads: int) -> None:
     import torch
 
+    def stop_between_runs(signum, _frame):  # during a run, the run's own handler has the signal
+        global _stopped
+        _stopped = Interrupted(f"{signal.Signals(signum).name} between runs")
+
+    for sig in INTERRUPT_SIGNALS:
+        signal.signal(sig, stop_between_runs)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
