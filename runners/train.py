@@ -16,7 +16,7 @@ import resource
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -108,6 +108,25 @@ class _StopFlag:
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def _set_mode(opt: torch.optim.Optimizer, mode: str) -> None:
+    """opt.train() or opt.eval(), for optimizers that have them."""
+    switch = getattr(opt, mode, None)
+    if callable(switch):
+        switch()
+
+
+@contextmanager
+def eval_weights(opt: torch.optim.Optimizer):
+    """Optimizers with weights of their own for evaluation (Schedule-Free's averaged iterate)
+    swap them in for every evaluation and checkpoint, as their authors ask, by `eval()` and
+    back by `train()`; for the others this does nothing."""
+    _set_mode(opt, "eval")
+    try:
+        yield
+    finally:
+        _set_mode(opt, "train")
 
 
 @torch.no_grad()
@@ -204,13 +223,15 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
     progress, warning = checkpoint.load(
         folder, model, opt, world, sharded,
         usable=lambda p: folder.rows_problem(resume.logged_steps(p, train["log_every"])))
+    _set_mode(opt, "train")  # a checkpoint holds the evaluation weights (eval_weights)
     info, progress = _records(cfg, folder, progress, warning, data.fingerprint, device, world)
     info.update(status="running", step=progress["step"], total_steps=steps, diverged_at_step=None,
                 error=None, summary=None)
     sinks = MetricSinks(cfg, folder) if world.is_main else NullSinks()
     sinks.write_info(info)
     if progress["step"] == 0 and progress["val_loss"] is None:
-        progress["val_loss"] = evaluate(fwd_model, val, micro, device, autocast)
+        with eval_weights(opt):
+            progress["val_loss"] = evaluate(fwd_model, val, micro, device, autocast)
         progress["best_val_loss"] = progress["val_loss"]
         sinks.log({"step": 0, "tokens": 0, "wall_time_s": 0.0, "val_loss": progress["val_loss"]})
 
@@ -224,7 +245,11 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
                 lr = lr_at(step, cfg["optimizer"]["lr"], steps, budget["warmup_steps"],
                            budget["schedule"], budget["min_lr_ratio"])
                 for group in opt.param_groups:
-                    group["lr"] = lr
+                    # a group with a peak lr of its own (e.g. the AdamW part beside Muon) follows
+                    # the same schedule from it
+                    group["lr"] = lr if "lr_base" not in group else lr_at(
+                        step, group["lr_base"], steps, budget["warmup_steps"], budget["schedule"],
+                        budget["min_lr_ratio"])
                 t0 = time.perf_counter()
                 x, y = train_batch(data, data_cfg["seed"], step, batch, seq_len)
                 rows = slice(world.rank * local_batch, (world.rank + 1) * local_batch)
@@ -266,7 +291,8 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
                         sinks.log(row)
                         break
                     if done % budget["eval_every"] == 0 or last:
-                        row["val_loss"] = progress["val_loss"] = evaluate(fwd_model, val, micro, device, autocast)
+                        with eval_weights(opt):
+                            row["val_loss"] = progress["val_loss"] = evaluate(fwd_model, val, micro, device, autocast)
                         progress["best_val_loss"] = min(progress["best_val_loss"], row["val_loss"])
                         if on_eval is not None and not last and on_eval(done, row["tokens"], row["val_loss"]):
                             status = "pruned"
@@ -278,11 +304,13 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
                 if world.distributed:
                     stop_now = parallel.any_rank(stop_now, device)
                 if stop_now:
-                    checkpoint.save(folder, model, opt, progress, world, sharded)
+                    with eval_weights(opt):
+                        checkpoint.save(folder, model, opt, progress, world, sharded)
                     name = signal.Signals(stop.signum).name if stop.signum else "a signal on another rank"
                     raise Interrupted(f"{name} after step {done}")
                 if done % train["ckpt_every"] == 0 and not last:
-                    checkpoint.save(folder, model, opt, progress, world, sharded)
+                    with eval_weights(opt):
+                        checkpoint.save(folder, model, opt, progress, world, sharded)
     except BaseException:
         info["step"] = progress["step"]  # how far it got; run() records how it ended
         raise
@@ -292,6 +320,7 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
 
     # The held-out test set, read once at the end: what the final comparison reports (tuning
     # and the curves see only the validation set).
+    _set_mode(opt, "eval")  # from here on the weights are the ones evaluated and kept
     test_loss = evaluate(fwd_model, test, micro, device, autocast) if status == "completed" else None
     info.update(status=status, step=progress["step"], diverged_at_step=diverged_at,
                 summary=_summary(progress, status, model, opt, device, tokens_per_step, peak_flops,
