@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from . import stats
-from .load import ResultsError, load_runs, load_tuning
+from .load import ResultsError, load_declared, load_runs, load_tuning
 
 FAILED = ("diverged", "failed")  # outcomes that count as a loss of their arm
 # Where each arm's lr came from, as the run folders show it (config, tuned.yaml, the other arms).
@@ -281,23 +281,18 @@ def _tuning_summary(tuning: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _choose_baselines(arms: pd.DataFrame, runs: pd.DataFrame, requested: str | None, tokens: int,
-                      folder: Path) -> dict[str, str]:
+def _choose_baselines(arms: pd.DataFrame, requested: str | None, tokens: int, folder: Path) -> dict[str, str]:
     """model -> baseline arm: --baseline (an arm label, or an optimizer with one arm), else the
     suite's declared baseline, else the one adamw arm, else the one tuned adamw arm; a choice
     that is missing or ambiguous is refused, never guessed (e.g. as the best-mean arm)."""
     listing = "; ".join(arms.arm)
     if requested is not None and requested in set(arms.arm):
         return {arms.model[arms.arm == requested].iloc[0]: requested}
-    declared = {json.dumps(c.get("baseline"), sort_keys=True) for c in runs.config} - {"null"}
-    if requested is None and len(declared) > 1:
-        raise ResultsError(f"the runs at {tokens:,} tokens declare {len(declared)} different baselines: "
-                           f"{', '.join(sorted(declared))}; choose one with --baseline")
+    declared = load_declared(folder).get("baseline")
     if requested is not None:
         want, why = {"optimizer": requested}, f"--baseline {requested!r}"
-    elif declared:  # {optimizer: NAME, lr: SOURCE} (the lr source optional), or a NAME
-        want = json.loads(declared.pop())
-        why, want = f"the declared baseline {json.dumps(want)}", want if isinstance(want, dict) else {"optimizer": want}
+    elif declared:  # {optimizer: NAME, lr: SOURCE}, the lr source optional
+        want, why = declared, f"the suite's declared baseline {json.dumps(declared)}"
     else:
         want, why = None, "the default baseline adamw"
     out = {}
@@ -355,7 +350,7 @@ def _compare_budget(folder: Path, tokens: int, runs: pd.DataFrame, metrics: pd.D
     arms = pd.DataFrame([_arm_row(g, loss, steps) | {"arm": a} for a, g in runs.groupby("arm", sort=False)])
     arms["lr_source"] = [_lr_source(r, arms, tuned, tokens) for r in arms.itertuples()]
     arms = arms.sort_values(["model", "loss_mean"], na_position="last").reset_index(drop=True)
-    base = _choose_baselines(arms, runs, baseline, tokens, folder)
+    base = _choose_baselines(arms, baseline, tokens, folder)
     if target_loss is None:  # by default: the time each arm needs to match the baseline's final val loss
         target = {m: float(arms.loc[arms.arm == a, "val_loss_mean"].iloc[0]) for m, a in base.items()}
     else:

@@ -158,6 +158,13 @@ def load_runs(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs_df, metrics_df.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
 
 
+def load_declared(folder: str | Path) -> dict:
+    """What the suite declared of its results (runners.suite.declare): {baseline: ...}; {} when
+    the runs came from single `runners.train` runs or sweeps, which declare nothing."""
+    path = Path(folder) / "suite.json"
+    return _read_json(path) if path.exists() else {}
+
+
 def load_tuning(folder: str | Path) -> pd.DataFrame | None:
     """One row per tuning trial from `<folder>/tuning/*.json`, or None when tuning did not run."""
     files = sorted((Path(folder) / "tuning").glob("*.json"))

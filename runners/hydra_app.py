@@ -31,7 +31,7 @@ from runners.schema import ConfigError
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 # Mappings whose keys are the user's own (hyper-parameters, sbatch options): a key=value
 # override adds to them instead of being refused.
-FREE_FORM = ("optimizer_defaults", "optimizers", "launcher.sbatch")
+FREE_FORM = ("optimizer_defaults", "optimizers", "launcher.sbatch", "baseline")
 # Keys a -m sweep may vary: they become the suite's grid.
 SWEEPABLE = ("optimizer", "optimizer.lr", "model", "seed")
 SUITE_SYNTAX = ("a suite file (suites/suite/NAME.yaml) varies optimizers, their lrs, models and seeds: "
@@ -154,7 +154,8 @@ def _explain(hydra, e: Exception, choices: list[str]) -> str:
         return f"{m.group(1)}.yaml could not be loaded: {first}"
     cause = str(e.__cause__ or "").strip()
     if m := re.search(r"Error merging override (\S+)", msg):
-        return f"{m.group(1)}: {_first_line(e.__cause__) if cause else first}: give a value of the key's kind"
+        typed = m.group(1).removeprefix("++")  # the ++ of a free-form key is ours, not the user's
+        return f"{typed}: {_first_line(e.__cause__) if cause else first}: give a value of the key's kind"
     if m := re.search(r"full_key: (\S+)", msg + "\n" + cause):
         return f"{m.group(1)}: {first}"
     return first.rstrip(":") if not first.endswith(":") else first + " " + " ".join(msg.splitlines()[1:2])

@@ -166,6 +166,22 @@ def _warmup(v):
     raise Bad("must be steps (an integer >= 0) or a fraction in [0, 1)")
 
 
+LR_SOURCES = ("default", "shared", "grid", "tuned")  # how an arm got its lr (analysis/compare.py)
+
+
+def _baseline(v):
+    """null, an optimizer's name, or {optimizer: NAME, lr: SOURCE}: the arm the report compares with."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = {"optimizer": v}
+    if isinstance(v, dict) and isinstance(v.get("optimizer"), str) and set(v) <= {"optimizer", "lr"}:
+        if v.get("lr") in (None, *LR_SOURCES):
+            return {k: x for k, x in v.items() if x is not None}
+        raise Bad(f"lr={show(v['lr'])}: choose one of {', '.join(LR_SOURCES)}" + did_you_mean(v["lr"], LR_SOURCES))
+    raise Bad("give an optimizer's name, or {optimizer: NAME, lr: default|shared|grid|tuned}")
+
+
 def _plan_device(v):
     from runners.plan import DEVICES
 
@@ -189,6 +205,8 @@ SUITE = {
     "plan_device": Key(_plan_device, "auto | cpu | cuda | h100 | h200 | a100 | ... (runners/plan.py)"),
     "report": flag("write results/<suite>/report.html when the suite ends"),
     "workers": integer(1, doc="runs at once with launcher=local: processes of cores / N threads each"),
+    "baseline": Key(_baseline, "the arm the report compares with: NAME or {optimizer: NAME, lr: SOURCE}; "
+                               "null: adamw"),
 }
 
 SECTIONS: dict[str, dict[str, Key]] = {
@@ -234,6 +252,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "trials": integer(1, doc="trials per study, whatever their outcome"),
         "budget_fraction": number(0, 1, lo_open=True, doc="each trial's tokens / the suite's"),
         "lr_range": anything("[lo, hi] sampled log-uniformly; null: each optimizer's own range"),
+        "widen": integer(0, doc="times a study with its best lr at an edge goes on a decade beyond it"),
         "trial_seed": integer(0, doc="the seed of every trial, never one of the suite's seeds"),
         "search_warmup": anything("also sample the warmup: true for [0, 0.2], or [lo, hi]"),
         "search_weight_decay": anything("also sample the weight decay: true for [1e-3, 1], or [lo, hi]"),

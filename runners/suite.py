@@ -35,11 +35,11 @@ from runners.config import ConfigError, resolve_run, run_id
 from runners.data import DataError, open_data, prepare_on_first_use
 from runners.hydra_app import SUITES_DIR, compose_config
 from runners.launch import LaunchFailed, launch
-from runners.run_folder import FINISHED, RunFolder, free_bytes
+from runners.run_folder import FINISHED, RunFolder, atomic_write, free_bytes
 from runners.train import check_device
 
 SUITE_KEYS = ("optimizers", "optimizer_defaults", "models", "seeds", "only", "launcher", "force",
-              "plan", "status", "plan_device", "report", "tune", "workers")
+              "plan", "status", "plan_device", "report", "tune", "workers", "baseline")
 SHIPPED_TUNED = SUITES_DIR / "tuned.yaml"
 # Starting a suite on a device where the plan says it takes longer than this needs force=true.
 SLOW_SUITE_SECONDS = 3600
@@ -165,6 +165,10 @@ def _expand(suite_cfg: dict) -> tuple[list[dict], list[str]]:
     seeds = suite_cfg.get("seeds")
     seeds = _seeds([suite_cfg.get("seed", 0)] if seeds is None else seeds, errors) or [0]
     listed = optimizer_arms(suite_cfg, errors)
+    base_arm = (suite_cfg.get("baseline") or {}).get("optimizer")
+    if listed and base_arm is not None and base_arm not in listed:
+        errors.append(f"baseline={base_arm}: not among the suite's runs ({', '.join(listed)}): add it "
+                      "(or leave it in only=[...]), or name another baseline")
     models = suite_cfg.get("models") or [suite_cfg["model"]["name"]]
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
         errors.append(f"models={models!r}: give a list of model presets, e.g. [gpt2_small]")
@@ -342,6 +346,14 @@ def refuse_slow_cpu_start(what: str, work: str, seconds: float, device: str, for
                            f"shrink it ({shrink}), or add force=true to start anyway"])
 
 
+def declare(suite_cfg: dict) -> None:
+    """results/<suite>/suite.json: what the suite declares of its results beyond the runs
+    themselves (the baseline), for the report; the latest launch's declaration holds."""
+    folder = Path(suite_cfg["results_dir"]) / suite_cfg["suite"]
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "suite.json", json.dumps({"baseline": suite_cfg.get("baseline")}, indent=2) + "\n")
+
+
 def run_suite(overrides: list[str], multirun: bool = False, config_dir: str | None = None) -> list[dict]:
     suite_cfg = compose_config(overrides, config_dir, multirun=multirun)
     prepare_on_first_use(suite_cfg["data"].get("name", ""), suite_cfg["data"].get("path"))
@@ -372,6 +384,7 @@ def run_suite(overrides: list[str], multirun: bool = False, config_dir: str | No
           f"{len(todo)} to run (about {planning.human_seconds(seconds)} on {device})", flush=True)
     if warning := disk_warning(suite_cfg, [planning.estimate(c, device).checkpoint for c in todo]):
         print(warning, flush=True)
+    declare(suite_cfg)
     failed = []  # the suite goes on past a failed run, and reports them all at the end
     try:
         launch(todo, {**suite_cfg["launcher"], **({"workers": suite_cfg["workers"]}

@@ -15,6 +15,9 @@ suites/config.yaml, their kinds in runners/schema.py; `plan=true` prints the stu
   budget_fraction      1.0     each trial's tokens as a fraction of the suite's budget
   lr_range             null    [lo, hi], sampled log-uniformly, for every optimizer; null: each
                                optimizer's own range (its spec's lr_range, optimizers/)
+  widen                2       when a study's best lr is at an edge of the lrs searched, a study
+                               of trials/2 more goes on a decade beyond that edge, up to this
+                               many times (its tuned.yaml entry is the best of them all)
   trial_seed           1000    the seed of every trial: not one of the suite's (evaluation) seeds
   search_warmup        false   also sample the warmup, as a fraction of the trial's steps:
                                true for [0, 0.2], or [lo, hi]
@@ -65,8 +68,10 @@ from runners.data import prepare_on_first_use
 from runners.hydra_app import compose_config
 from runners.suite import expand, optimizer_arms, plan_device, refuse_slow_cpu_start, suite_seeds
 from runners.launch import LaunchFailed
+from runners.run_folder import read_json
 from runners.tune_worker import (
-    FINISHED, flock, range_edge, stable_lr_band, storage, summarize, trial_config, work, write_records,
+    FINISHED, family_rows, flock, n_trials, range_edge, searched_range, stable_lr_band, storage, summarize,
+    trial_config, work, write_records,
 )
 
 SEARCH_RANGES = {"search_warmup": ("warmup", [0.0, 0.2], False),
@@ -166,7 +171,8 @@ def study_specs(suite_cfg: dict, opts: dict) -> list[dict]:
         for key, (param, _, log) in SEARCH_RANGES.items():
             if opts[key] and (param != "weight_decay" or param in optimizers.spec(name).defaults):
                 space[param] = [*opts[key], log]
-        spec = {"study": f"{suite_cfg['suite']}-{model}-{name}", "model": model, "optimizer": name,
+        study = f"{suite_cfg['suite']}-{model}-{name}"
+        spec = {"study": study, "family": study, "model": model, "optimizer": name,
                 "template": template, "space": space, "suite_tokens": suite_budget["tokens"],
                 "trial_seed": opts["trial_seed"]}
         resolved = []
@@ -227,6 +233,15 @@ def _storage_url(store: str, tuning_dir: Path) -> str:
     return store
 
 
+def _portable(spec: dict) -> dict:
+    """A study's spec as the workers get it (JSON), without the resolved run it was checked with."""
+    return {k: v for k, v in spec.items() if k != "resolved"}
+
+
+def _rows(tuning_dir: Path, spec: dict) -> list[dict]:
+    return (read_json(tuning_dir / f"{spec['study']}.json") or {}).get("trials", [])
+
+
 class WorkersFailed(LaunchFailed):
     """Some worker processes died; their running trials resume at the next launch."""
 
@@ -253,30 +268,58 @@ def run_workers(plan: dict, n: int) -> list[str]:
     return [f"pid {p.pid} exit code {code}" for p in procs if (code := p.wait())]
 
 
+def _latest(studies: list[dict]) -> list[dict]:
+    """The last study of each optimizer's family (a study and those widening it), in order."""
+    return list({s["family"]: s for s in studies}.values())
+
+
+def widened(spec: dict, rows: list[dict], trials: int, round_: int) -> dict | None:
+    """The study that goes on a decade beyond the edge of the lrs searched so far, when the
+    family's best lr lies at that edge (the optimum may lie beyond it), with half the trials
+    (at least 2); None when the best lies inside."""
+    lo, hi = searched_range(spec)
+    best = summarize(rows)["best"]
+    edge = best and range_edge(best["params"]["lr"], lo, hi)
+    if not edge:
+        return None
+    new_lo, new_hi = (lo / 10, lo) if edge == "low" else (hi, hi * 10)
+    n = max(2, trials // 2)
+    ext = {**spec, "study": f"{spec['family']}-wider{round_}", "trials": n, "edge": edge,
+           "space": {**spec["space"], "lr": [new_lo, new_hi, True]},
+           "widens": [*spec.get("widens", []), spec["study"]], "searched": [min(lo, new_lo), max(hi, new_hi)]}
+    if "grid" in spec:  # the n lrs beyond the edge, the edge itself already tried
+        points = _grid(new_lo, new_hi, n + 1)
+        ext["grid"] = points[:-1] if edge == "low" else points[1:]
+    return ext
+
+
 def summary(plan: dict) -> str:
     """Rewrite every study's records and tabulate them."""
     store = storage(plan["storage"])
     rows = [("study", "trials", "completed", "pruned", "diverged", "failed", "best lr", "best loss",
              "stable lr band", "tokens", "device-s")]
-    warnings = []
+    family = {}
     with flock(Path(plan["dir"]) / ".lock"):
         for spec in plan["studies"]:
             study = optuna.load_study(study_name=spec["study"], storage=store)
             trials = write_records(study, plan, spec)
+            family[spec["family"]] = family.get(spec["family"], []) + trials
             s, (lo, hi) = summarize(trials), stable_lr_band(trials)
             best, c = s["best"], s["count"]
-            rows.append((spec["study"], f"{s['finished']}/{plan['trials']}", c["completed"], c["pruned"],
+            rows.append((spec["study"], f"{s['finished']}/{n_trials(plan, spec)}", c["completed"], c["pruned"],
                          c["diverged"], c["failed"], f"{best['params']['lr']:.3g}" if best else "-",
                          f"{best['value']:.4f}" if best else "-",
                          f"{lo:.3g} - {hi:.3g}" if math.isfinite(lo) else "-",
                          f"{s['tokens']:,}", f"{s['device_seconds']:.0f}"))
-            lo_, hi_, _ = spec["space"]["lr"]
-            edge = best and range_edge(best["params"]["lr"], lo_, hi_)
-            if edge:
-                wider = [lo_ / 10, hi_] if edge == "low" else [lo_, hi_ * 10]
-                warnings.append(f"warning: {spec['study']}: the best lr {best['params']['lr']:.3g} is at the "
-                                f"{edge} edge of [{lo_:.3g}, {hi_:.3g}]; the optimum may lie beyond it: tune "
-                                f"again with tune.lr_range=[{wider[0]:.3g},{wider[1]:.3g}] into another results_dir")
+    warnings = []
+    for spec in _latest(plan["studies"]):
+        best, (lo, hi) = summarize(family[spec["family"]])["best"], searched_range(spec)
+        if edge := best and range_edge(best["params"]["lr"], lo, hi):
+            wider = [lo / 10, hi] if edge == "low" else [lo, hi * 10]
+            warnings.append(f"warning: {spec['family']}: the best lr {best['params']['lr']:.3g} is at the "
+                            f"{edge} edge of the lrs searched, [{lo:.3g}, {hi:.3g}]; the optimum may lie beyond "
+                            f"it: tune again with a larger tune.widen, or tune.lr_range=[{wider[0]:.3g},"
+                            f"{wider[1]:.3g}], into another results_dir")
     return "\n".join([planning.text_table(rows), *warnings])
 
 
@@ -303,7 +346,7 @@ def tune(overrides: list[str], multirun: bool = False, config_dir: str | None = 
     plan = {"dir": str(tuning_dir.absolute()), "storage": _storage_url(opts["storage"], tuning_dir),
             "trials": opts["trials"], "budget_fraction": opts["budget_fraction"],
             **{k: opts[k] for k in ("sampler", "seed", "startup_trials", "pruner")},
-            "studies": [{k: v for k, v in s.items() if k != "resolved"} for s in specs]}
+            "studies": [_portable(s) for s in specs]}
     create_studies(plan, specs)
 
     store = storage(plan["storage"])
@@ -321,6 +364,21 @@ def tune(overrides: list[str], multirun: bool = False, config_dir: str | None = 
           f"{opts['workers']} worker(s), about {planning.human_seconds(seconds)} on {device}; "
           f"storage {plan['storage']}", flush=True)
     failed = run_workers(plan, opts["workers"])
+    for round_ in range(1, opts["widen"] + 1):
+        if failed:
+            break
+        wider = [w for spec in _latest(specs) if (w := widened(
+            spec, family_rows(tuning_dir, spec, _rows(tuning_dir, spec)), opts["trials"], round_))]
+        if not wider:
+            break
+        for w in wider:
+            lo, hi, _ = w["space"]["lr"]
+            print(f"{w['family']}: the best lr is at the {w['edge']} edge of the lrs searched; widening: "
+                  f"{w['trials']} more trials over [{lo:.3g}, {hi:.3g}] ({w['study']})", flush=True)
+        create_studies(plan, wider)
+        specs += wider
+        plan["studies"] += [_portable(w) for w in wider]
+        failed = run_workers(plan, opts["workers"])
     print(summary(plan), flush=True)
     if failed:
         raise WorkersFailed(f"{len(failed)} of {opts['workers']} workers did not end cleanly "
@@ -343,7 +401,8 @@ def tuning_plan(suite_cfg: dict, specs: list[dict], opts: dict) -> str:
     return "\n".join([f"tuning {suite_cfg['suite']}: {len(specs)} studies, {opts['sampler']} sampler, "
                       f"{opts['pruner']} pruner, {opts['workers']} worker(s)", planning.text_table(rows),
                       f"total: about {planning.human_seconds(total / opts['workers'])} on {device} "
-                      "(before pruning)"])
+                      f"(before pruning), and up to {opts['widen']} widening(s) of "
+                      f"{max(2, opts['trials'] // 2)} trials for a study whose best lr is at an edge"])
 
 
 ENTRY = tune

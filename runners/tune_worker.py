@@ -136,7 +136,7 @@ def _claim(study: optuna.Study, plan: dict, spec: dict, locks: Path):
                 if held is not None:  # its worker died: resume it
                     # Trial(study, id) is how optuna itself attaches to a stored trial.
                     return optuna.trial.Trial(study, t._trial_id), held, t
-        if len(trials) >= plan["trials"]:
+        if len(trials) >= n_trials(plan, spec):
             return None
         study.sampler = sampler(plan, spec, len(trials))
         trial = study.ask(distributions(spec))
@@ -183,7 +183,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, adopted, plan: dict, sp
     with flock(Path(plan["dir"]) / ".lock"):
         study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
         trials = write_records(study, plan, spec)
-    print(progress_line(spec, trials, trial.number, plan["trials"], resumed=adopted is not None), flush=True)
+    print(progress_line(spec, trials, trial.number, n_trials(plan, spec), resumed=adopted is not None), flush=True)
 
 
 def work(plan: dict) -> None:
@@ -236,32 +236,56 @@ def stable_lr_band(rows: list[dict]) -> list[float]:
                             [r["status"] == "diverged" for r in rows]))
 
 
+def n_trials(plan: dict, spec: dict) -> int:
+    """The study's trial budget: the plan's, or a widening study's own (runners.tune.widened)."""
+    return spec.get("trials", plan["trials"])
+
+
+def family_rows(tuning: Path, spec: dict, own: list[dict]) -> list[dict]:
+    """The trials of the study and of the studies it widens, from their tuning/<study>.json."""
+    rows = []
+    for part in spec.get("widens", []):
+        rows += (read_json(tuning / f"{part}.json") or {}).get("trials", [])
+    return rows + own
+
+
 def write_records(study: optuna.Study, plan: dict, spec: dict) -> list[dict]:
-    """Rewrite the study's tuning file and, once all its trials are done, its entry in
-    tuned.yaml. Called under the tuning lock, after every trial and at the end."""
+    """Rewrite the study's tuning file and, once all its trials are done, its optimizer's entry
+    in tuned.yaml (the best of this study and of those it widens). Called under the tuning lock,
+    after every trial and at the end."""
     rows = trial_rows(study.get_trials(deepcopy=False))
     s = summarize(rows)
     doc = {"schema_version": SCHEMA_VERSION, "study": spec["study"], "optimizer": spec["optimizer"],
-           "model": spec["model"], "n_trials": plan["trials"], "storage": plan["storage"],
+           "model": spec["model"], "n_trials": n_trials(plan, spec), "storage": plan["storage"],
            "budget_fraction": plan["budget_fraction"], "trial_tokens": spec["budget"]["tokens"],
+           "widens": spec.get("widens", []),
            "tokens": s["tokens"], "device_seconds": s["device_seconds"], "trials": rows}
     tuning = Path(plan["dir"])
     atomic_write(tuning / f"{spec['study']}.json", json.dumps(doc, indent=2) + "\n")
-    if s["finished"] >= plan["trials"] and s["best"] is not None:
+    family = family_rows(tuning, spec, rows)
+    f = summarize(family)
+    if s["finished"] >= n_trials(plan, spec) and f["best"] is not None:
         path = tuning.parent / "tuned.yaml"
         tuned = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
-        best = s["best"]
-        lo, hi, _ = spec["space"]["lr"]
+        best = f["best"]
+        lo, hi = searched_range(spec)
         # keyed model -> the suite's budget in tokens -> optimizer: `lr: tuned` takes an lr only
         # at the budget it was tuned for
         tuned.setdefault(spec["model"], {}).setdefault(str(spec["suite_tokens"]), {})[spec["optimizer"]] = {
             **best["params"], "value": best["value"], "metric": "final val loss",
             "at_edge": range_edge(best["params"]["lr"], lo, hi), "lr_range": [lo, hi],
-            "trials": s["finished"], "stable_band": stable_lr_band(rows), "study": spec["study"],
+            "trials": f["finished"], "stable_band": stable_lr_band(family),
+            "study": spec["study"], "widens": spec.get("widens", []),
             "trial_seed": spec["trial_seed"], "trial_tokens": spec["budget"]["tokens"],
             "budget_fraction": plan["budget_fraction"]}
         atomic_write(path, yaml.safe_dump(tuned, sort_keys=False))
     return rows
+
+
+def searched_range(spec: dict) -> tuple[float, float]:
+    """The lrs searched by the study and the studies it widens."""
+    lo, hi, _ = spec["space"]["lr"]
+    return tuple(spec.get("searched", (lo, hi)))
 
 
 def range_edge(lr: float, lo: float, hi: float) -> str | None:

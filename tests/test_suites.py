@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from analysis.compare import compare
+
 from runners.config import ConfigError, run_id
 from runners.hydra_app import compose_config
 from runners.suite import expand, resolve_all, run_folder, run_status, run_suite
@@ -158,9 +160,11 @@ print(json.dumps({{"predicted": est.peak, "measured": after - before, "status": 
 
 def test_launching_twice_runs_each_run_once(tmp_path):
     args = [*TINY, *SMALL_RUN, f"results_dir={tmp_path}", "only=[adamw,adam_mini]",
-            "budget.steps=10"]
+            "budget.steps=10", "baseline={optimizer:adam_mini,lr:default}"]
     runs = run_suite(args)
     assert (tmp_path / "tiny" / "report.html").exists()  # a suite ends with its report
+    # the report compares with the suite's declared baseline, not adamw
+    assert compare(tmp_path / "tiny")[0].baseline == {"nano": "adam_mini lr=0.001"}
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("run.json")}
     assert len(stamps) == 2 and all(run_status(r) == "finished" for r in runs)
     run_suite([*args, "report=false"])

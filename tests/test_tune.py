@@ -23,7 +23,7 @@ from runners.tune_worker import storage
 from tests.conftest import REPO, SMALL_RUN, TINY
 
 # SMALL_RUN at 12 steps, evaluated every 4: a trial takes a fraction of a second.
-TUNE = [*TINY, *SMALL_RUN, "budget.steps=12", "budget.eval_every=4", "only=[adamw]"]
+TUNE = [*TINY, *SMALL_RUN, "budget.steps=12", "budget.eval_every=4", "tune.widen=0", "only=[adamw]"]
 GRID = [1e-3, 0.00518, 0.0268, 0.139, 0.72, 3.73, 19.3, 100.0]  # 8 log-spaced lrs over [1e-3, 100]
 
 
@@ -110,7 +110,7 @@ def test_the_tuned_lr_feeds_a_suite_and_its_report(grid_study):
     table = load_tuning(results / "tiny")
     assert len(table) == 8 and set(table.status) <= {"completed", "pruned", "diverged"}
     with pytest.raises(ConfigError, match=r"no lr for nano/adamw at this budget of 6,144 tokens "
-                                          r"\(tuned at 3,072, 163,840 tokens only\)"):
+                                          r"\(tuned at 3,072, 102,400 tokens only\)"):
         expand(compose_config([*overrides, "budget.steps=24"]))  # tuned at another budget: refused
     run_suite(overrides)  # one run at the tuned lr, then the report
     report = (results / "tiny" / "report.md").read_text()
@@ -229,3 +229,29 @@ def test_a_study_is_not_continued_under_another_setup(tmp_path, shakespeare_byte
     create("tune.trials=40", "tune.pruner=none")  # more trials, another pruner: the same study
     with pytest.raises(ConfigError, match=r"tiny-nano-adamw .* another setup \(differing: run\)"):
         create("tune.budget_fraction=0.5")
+
+
+def test_a_best_lr_at_the_edge_widens_the_search_beyond_it(tmp_path, shakespeare_bytes):
+    """AdamW searched over lrs far too small: each time the best lies at the high edge, a study of
+    half the trials goes on a decade beyond it; tuned.yaml takes the best of them all."""
+    results = tmp_path / "results"
+    done = subprocess.run(_cmd(results, "tune.trials=4", "tune.sampler=grid", "tune.lr_range=[1e-6,1e-5]",
+                               "tune.widen=2", "tune.pruner=none"),
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("tiny-nano-adamw: the best lr is at the high edge of the lrs searched; widening") == 2
+    assert "2 more trials over [1e-05, 0.0001] (tiny-nano-adamw-wider1)" in done.stdout
+    assert "2 more trials over [0.0001, 0.001] (tiny-nano-adamw-wider2)" in done.stdout
+    # still at the edge after the last widening: said so, with what to do
+    assert "warning: tiny-nano-adamw: the best lr 0.001 is at the high edge of the lrs searched, [1e-06, 0.001]" \
+        in done.stdout
+    tuning = results / "tiny" / "tuning"
+    lrs = {name: [t["params"]["lr"] for t in json.loads((tuning / f"{name}.json").read_text())["trials"]]
+           for name in ("tiny-nano-adamw", "tiny-nano-adamw-wider1", "tiny-nano-adamw-wider2")}
+    assert sorted(lrs["tiny-nano-adamw-wider1"]) == [3.16e-05, 1e-04]  # beyond 1e-5, not 1e-5 again
+    assert sorted(lrs["tiny-nano-adamw-wider2"]) == [3.16e-04, 1e-03]
+    [(tokens, by_opt)] = yaml.safe_load((results / "tiny" / "tuned.yaml").read_text())["nano"].items()
+    entry = by_opt["adamw"]
+    assert (entry["lr"], entry["trials"], entry["lr_range"], entry["at_edge"]) == (1e-3, 8, [1e-6, 1e-3], "high")
+    assert entry["widens"] == ["tiny-nano-adamw", "tiny-nano-adamw-wider1"]
+    assert set(load_tuning(results / "tiny").study) == set(lrs)  # the report counts every trial
