@@ -18,7 +18,7 @@ from models import model_config
 from runners.data import DataError, open_data
 from runners.schema import ConfigError, validate_run
 
-RUN_KEYS = ("suite", "seed", "results_dir", "model", "optimizer", "data", "budget", "train")
+RUN_KEYS = ("suite", "seed", "results_dir", "model", "optimizer", "data", "budget", "train", "branch")
 # Keys that change how a run executes but not what it computes: they stay out of the run_id.
 RUNTIME_SECTION = "train"
 
@@ -134,5 +134,7 @@ def run_id(cfg: dict) -> str:
     """A pure function of what the run computes: the same config always gets the same id."""
     semantic = {k: v for k, v in cfg.items() if k not in (RUNTIME_SECTION, "suite", "results_dir")}
     digest = hashlib.sha256(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()
+    if cfg.get("branch"):  # a cooldown branch (runners/branches.py): its parent, and its budget
+        return f"{cfg['branch']['parent']}-to{cfg['budget']['steps']}-{digest[:6]}"
     opt = cfg["optimizer"]
     return f"{cfg['model']['name']}-{opt['name']}-lr{opt['lr']:g}-s{cfg['seed']}-{digest[:8]}"

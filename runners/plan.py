@@ -112,9 +112,12 @@ def estimate(cfg: dict, device: str, world_size: int = 1) -> Estimate:
     b = cfg["budget"]
     hp = {k: v for k, v in cfg["optimizer"].items() if k != "name"}
     n = model.num_params()
-    evals = b["steps"] // b["eval_every"] + 1
+    # A cooldown branch trains from its parent's checkpoint: only its own steps cost.
+    start = cfg["branch"]["from_step"] if cfg.get("branch") else 0
+    evals = b["steps"] // b["eval_every"] - start // b["eval_every"] + (start == 0)
+    trained = (b["steps"] - start) * b["global_batch"] * b["seq_len"]
     # Training is 3 passes (forward + 2x backward) per token; evaluation is the forward only.
-    flops = model.flops_per_token(b["seq_len"]) * (b["tokens"] + evals * cfg["data"]["val_tokens"] / 3)
+    flops = model.flops_per_token(b["seq_len"]) * (trained + evals * cfg["data"]["val_tokens"] / 3)
     rate, memory = device_of(device)
     micro = cfg["train"].get("micro_batch") or b["global_batch"] // world_size
     return Estimate(

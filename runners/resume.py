@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from runners.schema import ConfigError, show
 
-FREE = ("log_every", "ckpt_every", "progress", "wandb", "allow_drift")
+FREE = ("log_every", "ckpt_every", "progress", "wandb", "allow_drift", "keep_ckpt_at")
 
 
 def execution(cfg: dict, device_type: str, world_size: int) -> dict:

@@ -166,6 +166,27 @@ def _warmup(v):
     raise Bad("must be steps (an integer >= 0) or a fraction in [0, 1)")
 
 
+def _steps(v):
+    if isinstance(v, list) and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in v):
+        return v
+    raise Bad("give a list of steps, e.g. [20, 40]")
+
+
+def _fractions(v):
+    if v is None:
+        return []
+    if isinstance(v, list) and all(_is_number(f) and 0 < f < 1 for f in v) and len(set(v)) == len(v):
+        return [float(f) for f in v]
+    raise Bad("give distinct fractions of the budget between 0 and 1, e.g. [0.25, 0.5]")
+
+
+def _branch(v):
+    if v is None or (isinstance(v, dict) and set(v) == {"parent", "from_step"}
+                     and isinstance(v["parent"], str) and isinstance(v["from_step"], int)):
+        return v
+    raise Bad("a cooldown branch is {parent: RUN_ID, from_step: N} (made by a suite's branches)")
+
+
 LR_SOURCES = ("default", "shared", "grid", "tuned")  # how an arm got its lr (analysis/compare.py)
 
 
@@ -205,9 +226,13 @@ SUITE = {
     "plan_device": Key(_plan_device, "auto | cpu | cuda | h100 | h200 | a100 | ... (runners/plan.py)"),
     "report": flag("write results/<suite>/report.html when the suite ends"),
     "workers": integer(1, doc="runs at once with launcher=local: processes of cores / N threads each"),
+    "branches": Key(_fractions, "fractions of the budget at which a wsd run branches into cooldowns"),
     "baseline": Key(_baseline, "the arm the report compares with: NAME or {optimizer: NAME, lr: SOURCE}; "
                                "null: adamw"),
 }
+
+# Top-level keys of a run's config that a suite derives, never set by hand.
+RUN_ONLY = {"branch": Key(_branch, "the run a cooldown branch starts from (made by a suite's branches)")}
 
 SECTIONS: dict[str, dict[str, Key]] = {
     "budget": {
@@ -216,6 +241,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "seq_len": integer(1, doc="tokens per sequence"),
         "global_batch": integer(1, doc="sequences per optimizer step, across ranks and micro-batches"),
         "schedule": choice("cosine", "constant", "wsd", doc="the lr schedule"),
+        "cooldown": number(0, 1, lo_open=True, hi_open=True, doc="wsd: the share of the run that cools down"),
+        "cooldown_shape": choice("linear", "1-sqrt", doc="wsd: how the lr cools down to the minimum"),
         "warmup": Key(_warmup, "warmup steps (int) or a fraction of the run (float)"),
         "min_lr_ratio": number(0, 1, doc="final lr / peak lr"),
         "grad_clip": number(0, lo_open=True, null="no clipping", doc="global gradient-norm clip"),
@@ -239,6 +266,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "ckpt_every": integer(1, doc="steps between checkpoints (also on SIGTERM/SIGUSR1)"),
         "progress": flag("a bar on a terminal, log lines off one"),
         "allow_drift": flag("resume even when a changed train.* key alters the numbers (recorded in run.json)"),
+        "keep_ckpt_at": Key(_steps, "steps whose checkpoints are kept for cooldown branches (set by a suite's branches)"),
     },
     "train.wandb": {
         "mode": Key(lambda v: v if v is None else choice("disabled", "offline", "online").check(v),
@@ -391,6 +419,7 @@ def validate_run(cfg: dict, resolved: bool = False) -> dict:
     out = dict(cfg)
     out.update(_check_keys({k: cfg[k] for k in ("suite", "seed", "results_dir") if k in cfg},
                            SUITE, "", errors, required=False))
+    out.update(_check_keys({k: cfg[k] for k in RUN_ONLY if k in cfg}, RUN_ONLY, "", errors, required=False))
     model = cfg["model"]
     if model.get("name") not in PRESETS:
         errors.append(f"model.name={show(model.get('name'))}: choose one of {', '.join(PRESETS)}"

@@ -36,10 +36,11 @@ from runners.data import DataError, open_data, prepare_on_first_use
 from runners.hydra_app import SUITES_DIR, compose_config
 from runners.launch import LaunchFailed, launch
 from runners.run_folder import FINISHED, RunFolder, atomic_write, free_bytes
+from runners.branches import with_branches
 from runners.train import check_device
 
 SUITE_KEYS = ("optimizers", "optimizer_defaults", "models", "seeds", "only", "launcher", "force",
-              "plan", "status", "plan_device", "report", "tune", "workers", "baseline")
+              "plan", "status", "plan_device", "report", "tune", "workers", "baseline", "branches")
 SHIPPED_TUNED = SUITES_DIR / "tuned.yaml"
 # Starting a suite on a device where the plan says it takes longer than this needs force=true.
 SLOW_SUITE_SECONDS = 3600
@@ -126,10 +127,17 @@ def _tuned_lr(suite_cfg: dict, model: str, name: str, errors: list[str]) -> floa
     path = Path(suite_cfg["results_dir"]) / suite_cfg["suite"] / "tuned.yaml"
     tokens = budget_tokens(suite_cfg["budget"])
     budgets = set()
+    schedule = suite_cfg["budget"]["schedule"]
     for tuned in (_read_yaml(path), _read_yaml(SHIPPED_TUNED).get(suite_cfg["suite"]) or {}):
         found = {b: arms[name] for b, arms in (tuned.get(model) or {}).items() if name in (arms or {})}
-        if str(tokens) in found:
-            return found[str(tokens)]["lr"]
+        entry = found.get(str(tokens))
+        if entry is not None and entry.get("schedule", schedule) != schedule:
+            errors.append(f"optimizers.{name}.lr=tuned: the lr for {model}/{name} at {tokens:,} tokens was tuned "
+                          f"under budget.schedule={entry['schedule']}, and this suite runs {schedule}: run "
+                          f"`make tune suite={suite_cfg['suite']}` first")
+            return None
+        if entry is not None:
+            return entry["lr"]
         budgets |= set(found)
     seen = ", ".join(f"{int(b):,}" for b in sorted(budgets, key=int))
     elsewhere = f" (tuned at {seen} tokens only)" if budgets else ""
@@ -166,9 +174,10 @@ def _expand(suite_cfg: dict) -> tuple[list[dict], list[str]]:
     seeds = _seeds([suite_cfg.get("seed", 0)] if seeds is None else seeds, errors) or [0]
     listed = optimizer_arms(suite_cfg, errors)
     base_arm = (suite_cfg.get("baseline") or {}).get("optimizer")
-    if listed and base_arm is not None and base_arm not in listed:
-        errors.append(f"baseline={base_arm}: not among the suite's runs ({', '.join(listed)}): add it "
-                      "(or leave it in only=[...]), or name another baseline")
+    whole = optimizer_arms({**suite_cfg, "only": None}, []) if suite_cfg.get("only") else listed
+    if whole and base_arm is not None and base_arm not in whole:  # only=[...] may leave it out
+        errors.append(f"baseline={base_arm}: not among the suite's optimizers ({', '.join(whole)}): add it, "
+                      "or name another baseline")
     models = suite_cfg.get("models") or [suite_cfg["model"]["name"]]
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
         errors.append(f"models={models!r}: give a list of model presets, e.g. [gpt2_small]")
@@ -220,7 +229,8 @@ def resolve_all(suite_cfg: dict, check_data: bool = True) -> list[dict]:
             resolved.append(run)
     if errors:
         raise ConfigError(list(dict.fromkeys(errors)))
-    return resolved
+    mains, branches = with_branches(suite_cfg, resolved)
+    return mains + branches  # parents first: a branch starts from its parent's checkpoint
 
 
 def _data_key(cfg: dict) -> tuple:
@@ -386,11 +396,16 @@ def run_suite(overrides: list[str], multirun: bool = False, config_dir: str | No
         print(warning, flush=True)
     declare(suite_cfg)
     failed = []  # the suite goes on past a failed run, and reports them all at the end
+    launcher = {**suite_cfg["launcher"], **({"workers": suite_cfg["workers"]}
+                                            if suite_cfg["launcher"]["name"] == "local" else {})}
     try:
-        launch(todo, {**suite_cfg["launcher"], **({"workers": suite_cfg["workers"]}
-                                                   if suite_cfg["launcher"]["name"] == "local" else {})})
-    except LaunchFailed as e:
-        failed.append(str(e))
+        # cooldown branches once their parents have run (and kept the checkpoints they start from)
+        for phase in ([c for c in todo if not c.get("branch")], [c for c in todo if c.get("branch")]):
+            try:
+                if phase:
+                    launch(phase, launcher)
+            except LaunchFailed as e:
+                failed.append(str(e))
     finally:
         print(summary_table(resolved))
     if suite_cfg.get("report", True):

@@ -23,13 +23,13 @@ import torch
 
 import optimizers
 from models import build_model
-from runners import checkpoint, lock, parallel, plan, resume
+from runners import branches, checkpoint, lock, parallel, plan, resume
 from runners.config import ConfigError, resolve_run, run_id
 from runners.data import open_data, test_windows, train_batch, val_windows
 from runners.progress import Progress
 from runners.run_folder import FINISHED, RunFolder, environment
 from runners.schema import show
-from runners.schedule import lr_at
+from runners.schedule import budget_lr
 from runners.sinks import MetricSinks, NullSinks
 
 # SIGTERM: preemption and scancel; SIGUSR1/SIGUSR2: SLURM's warning before a time limit.
@@ -223,8 +223,11 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
     progress, warning = checkpoint.load(
         folder, model, opt, world, sharded,
         usable=lambda p: folder.rows_problem(resume.logged_steps(p, train["log_every"])))
+    branching = progress is None and cfg.get("branch") is not None
+    if branching:  # a cooldown branch's first start: from its parent's kept checkpoint
+        progress = branches.start(folder, cfg, model, opt)
     _set_mode(opt, "train")  # a checkpoint holds the evaluation weights (eval_weights)
-    info, progress = _records(cfg, folder, progress, warning, data.fingerprint, device, world)
+    info, progress = _records(cfg, folder, progress, warning, data.fingerprint, device, world, branching)
     info.update(status="running", step=progress["step"], total_steps=steps, diverged_at_step=None,
                 error=None, summary=None)
     sinks = MetricSinks(cfg, folder) if world.is_main else NullSinks()
@@ -235,6 +238,7 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
         progress["best_val_loss"] = progress["val_loss"]
         sinks.log({"step": 0, "tokens": 0, "wall_time_s": 0.0, "val_loss": progress["val_loss"]})
 
+    keep_at = set(train["keep_ckpt_at"])  # where this run's cooldown branches start
     warm_steps = min(10, steps // 10)  # compile and allocator warm-up, left out of mean tokens/s
     status, diverged_at = "completed", None
     # tqdm's bar on a terminal; off one (SLURM, CI) a log line per evaluation and every 10 s
@@ -242,14 +246,11 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
     try:
         with _StopFlag() as stop:
             for step in range(progress["step"], steps):
-                lr = lr_at(step, cfg["optimizer"]["lr"], steps, budget["warmup_steps"],
-                           budget["schedule"], budget["min_lr_ratio"])
+                lr = budget_lr(budget, step, cfg["optimizer"]["lr"])
                 for group in opt.param_groups:
                     # a group with a peak lr of its own (e.g. the AdamW part beside Muon) follows
                     # the same schedule from it
-                    group["lr"] = lr if "lr_base" not in group else lr_at(
-                        step, group["lr_base"], steps, budget["warmup_steps"], budget["schedule"],
-                        budget["min_lr_ratio"])
+                    group["lr"] = lr if "lr_base" not in group else budget_lr(budget, step, group["lr_base"])
                 t0 = time.perf_counter()
                 x, y = train_batch(data, data_cfg["seed"], step, batch, seq_len)
                 rows = slice(world.rank * local_batch, (world.rank + 1) * local_batch)
@@ -308,9 +309,11 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
                         checkpoint.save(folder, model, opt, progress, world, sharded)
                     name = signal.Signals(stop.signum).name if stop.signum else "a signal on another rank"
                     raise Interrupted(f"{name} after step {done}")
-                if done % train["ckpt_every"] == 0 and not last:
+                if (done % train["ckpt_every"] == 0 or done in keep_at) and not last:
                     with eval_weights(opt):
                         checkpoint.save(folder, model, opt, progress, world, sharded)
+                    if done in keep_at and world.is_main:
+                        branches.keep(folder, done)
     except BaseException:
         info["step"] = progress["step"]  # how far it got; run() records how it ended
         raise
@@ -333,7 +336,7 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
 
 
 def _records(cfg: dict, folder: RunFolder, progress: dict | None, warning: str | None, fingerprint: dict,
-             device: torch.device, world: parallel.World) -> tuple[dict, dict]:
+             device: torch.device, world: parallel.World, branching: bool = False) -> tuple[dict, dict]:
     """run.json's record and the progress counters of a run that starts, or resumes from the
     checkpoint `progress` (a resume on other data, or with a change that alters the numbers, is
     refused with a ConfigError before anything is written). config.yaml is rewritten: it is the
@@ -343,9 +346,13 @@ def _records(cfg: dict, folder: RunFolder, progress: dict | None, warning: str |
                       world.size)
     ran_with = resume.execution(cfg, device.type, world.size)
     resumed = progress is not None
-    if not resumed:
+    if not resumed or branching:  # a branch's own record starts with it; its progress is its parent's
         info = {"run_id": folder.path.name, "suite": cfg["suite"], "config": cfg, "env": env,
                 "data_fingerprint": fingerprint, "drift": []}
+    if branching:
+        progress["drift"] = info["drift"] = resume.drift(cfg, progress, ran_with, fingerprint, folder.path.name)
+        progress["execution"] = ran_with
+    elif not resumed:
         progress = {"step": 0, "wall_time_s": 0.0, "best_val_loss": math.inf, "val_loss": None,
                     "first_loss": None, "timed_steps": 0, "timed_s": 0.0, "fwd_bwd_s": 0.0, "opt_s": 0.0,
                     "execution": ran_with, "data_fingerprint": fingerprint, "drift": []}

@@ -185,7 +185,7 @@ def study_specs(suite_cfg: dict, opts: dict) -> list[dict]:
             continue
         b = resolved[0]["budget"]
         spec.update(steps=b["steps"], eval_every=b["eval_every"], resolved=resolved[0],
-                    budget={k: b[k] for k in ("tokens", "steps", "global_batch", "seq_len")})
+                    budget={k: b[k] for k in ("tokens", "steps", "global_batch", "seq_len", "schedule")})
         if opts["sampler"] == "grid":
             spec["grid"] = _grid(lo, hi, opts["trials"])
         specs.append(spec)

@@ -277,7 +277,7 @@ def write_records(study: optuna.Study, plan: dict, spec: dict) -> list[dict]:
             "trials": f["finished"], "stable_band": stable_lr_band(family),
             "study": spec["study"], "widens": spec.get("widens", []),
             "trial_seed": spec["trial_seed"], "trial_tokens": spec["budget"]["tokens"],
-            "budget_fraction": plan["budget_fraction"]}
+            "schedule": spec["budget"].get("schedule"), "budget_fraction": plan["budget_fraction"]}
         atomic_write(path, yaml.safe_dump(tuned, sort_keys=False))
     return rows
 

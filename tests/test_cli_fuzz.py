@@ -77,7 +77,7 @@ OVERRIDES = [
     ("suite", "models=[gpt5]", "unknown model 'gpt5'"),
     ("suite", "optimizer.lr=3e-4", "optimizer.lr=3e-4: suite tiny lists its optimizers"),
     ("suite", "force=yes", "force='yes'"),
-    ("suite", "only=[adam_mini] baseline=adamw", "baseline=adamw: not among the suite's runs (adam_mini)"),
+    ("suite", "optimizers=[adam_mini,lamb] baseline=adamw", "baseline=adamw: not among the suite's optimizers (adam_mini, lamb)"),
     ("suite", "baseline={optimizer:adamw,lr:best}", "lr: best}: lr='best': choose one of default, shared, grid, tuned"),
     ("suite", "baseline=[adamw]", "baseline=[adamw]: Cannot merge DictConfig with ListConfig"),
     ("suite", "baseline=17", "baseline=17: give an optimizer's name"),

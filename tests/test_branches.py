@@ -1,0 +1,132 @@
+"""Cooldown branches (runners/branches.py): a wsd run of 30 steps keeps its checkpoints where the
+cooldowns of 15 and 24 steps start, and each branch computes exactly what a dedicated wsd run of
+its budget computes; branches resume, skip and show in the plan like any run."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from runners.config import ConfigError
+from runners.hydra_app import compose_config
+from runners.suite import resolve_all, run_folder, run_suite
+from runners.train import Interrupted, run
+from tests.conftest import SMALL_RUN, TINY
+
+TIMING = {"time_fwd_bwd_s", "time_opt_s", "tokens_per_s", "wall_time_s", "peak_mem_bytes"}
+# ademamix: its alpha and beta3 warmups follow the main run's budget, in the branch too
+SUITE = [*TINY, *SMALL_RUN, "only=[adamw,ademamix]", "budget.schedule=wsd", "budget.warmup=3",
+         "budget.cooldown=0.2", "branches=[0.5,0.8]", "report=false"]
+
+
+def _rows(folder: Path) -> list[dict]:
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+
+
+def _weights(folder: Path) -> dict:
+    return torch.load(folder / "ckpt" / "state.pt", weights_only=False)["model"]
+
+
+def _dedicated(results: Path, branch: dict) -> Path:
+    """A wsd run of the branch's budget from step 0, with the same warmup steps and options."""
+    opt = {k: v for k, v in branch["optimizer"].items() if k != "name"}
+    overrides = [*SMALL_RUN, f"results_dir={results}", f"optimizer={branch['optimizer']['name']}",
+                 f"budget.steps={branch['budget']['steps']}", "budget.schedule=wsd", "budget.warmup=3",
+                 "budget.cooldown=0.2", *(f"optimizer.{k}={json.dumps(v)}" for k, v in opt.items())]
+    cfg = compose_config(overrides)
+    run(cfg)
+    return run_folder(resolve_all(cfg)[0]).path
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory, shakespeare_bytes):
+    results = tmp_path_factory.mktemp("branches")
+    args = [*SUITE, f"results_dir={results}"]
+    runs = run_suite(args)
+    return results, args, runs
+
+
+def test_a_suite_runs_each_main_run_then_its_branches(suite):
+    _, _, runs = suite
+    mains = [r for r in runs if not r.get("branch")]
+    branches = [r for r in runs if r.get("branch")]
+    assert len(mains) == 2 and len(branches) == 4
+    assert {r["budget"]["steps"] for r in branches} == {15, 24}
+    for b in branches:
+        parent = run_folder(next(m for m in mains if run_folder(m).path.name == b["branch"]["parent"]))
+        # the cooldown of 15 steps starts at step 12, of 24 at step 19 (20% of each, rounded)
+        assert b["branch"]["from_step"] == {15: 12, 24: 19}[b["budget"]["steps"]]
+        folder = run_folder(b).path
+        assert folder.name.startswith(f"{parent.path.name}-to{b['budget']['steps']}-")
+        info = json.loads((folder / "run.json").read_text())
+        assert info["status"] == "completed" and info["config"]["branch"] == b["branch"]
+        # its curve is whole: its parent's rows up to the branch point, then its own
+        rows = _rows(folder)
+        assert [r["step"] for r in rows] == list(range(b["budget"]["steps"] + 1))
+        # ... its parent's very rows, timings included: the branch did not train those steps again
+        k = b["branch"]["from_step"]
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        assert lines[:k + 1] == (parent.path / "metrics.jsonl").read_text().splitlines()[:k + 1]
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "ademamix"])
+def test_a_branch_equals_a_dedicated_wsd_run_bit_for_bit(suite, optimizer, tmp_path):
+    _, _, runs = suite
+    branch = next(r for r in runs if r.get("branch") and r["optimizer"]["name"] == optimizer
+                  and r["budget"]["steps"] == 15)
+    dedicated = _dedicated(tmp_path, branch)
+    folder = run_folder(branch).path
+    assert _rows(folder) == _rows(dedicated)
+    theirs = _weights(dedicated)
+    assert all(torch.equal(w, theirs[k]) for k, w in _weights(folder).items())
+
+
+def test_a_relaunch_skips_finished_branches_and_the_plan_shows_them(suite, capsys):
+    results, args, runs = suite
+    stamps = {p: p.stat().st_mtime_ns for p in results.rglob("run.json")}
+    run_suite(args)
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("run.json")} == stamps
+    capsys.readouterr()
+    run_suite([*args, "plan=true"])
+    plan = capsys.readouterr().out
+    for b in (r for r in runs if r.get("branch")):
+        assert run_folder(b).path.name in plan
+
+
+def test_an_interrupted_branch_resumes_exactly(suite, tmp_path):
+    _, _, runs = suite
+    branch = next(r for r in runs if r.get("branch") and r["optimizer"]["name"] == "adamw"
+                  and r["budget"]["steps"] == 24)
+    parent = run_folder(next(r for r in runs if run_folder(r).path.name == branch["branch"]["parent"])).path
+    # the same branch in another results folder, beside a copy of its parent
+    copy = tmp_path / "tiny"
+    os.makedirs(copy)
+    os.system(f"cp -a {parent} {copy}/")
+    moved = {**branch, "results_dir": str(tmp_path)}
+    interrupt = lambda step, tokens, loss: os.kill(os.getpid(), signal.SIGTERM) if step == 20 else False  # noqa: E731
+    with pytest.raises(Interrupted):
+        run(moved, on_eval=interrupt)
+    assert json.loads((copy / run_folder(branch).path.name / "run.json").read_text())["status"] == "interrupted"
+    run(moved)
+    assert _rows(copy / run_folder(branch).path.name) == _rows(run_folder(branch).path)
+
+
+def test_branches_are_checked_before_anything_runs(tmp_path):
+    base = [*TINY, *SMALL_RUN, "only=[adamw]", f"results_dir={tmp_path}"]
+    with pytest.raises(ConfigError, match="branches need a warmup-stable-decay run: set budget.schedule=wsd"):
+        resolve_all(compose_config([*base, "branches=[0.5]", "budget.schedule=cosine"]))
+    with pytest.raises(ConfigError, match="inside the warmup of 3 steps"):
+        resolve_all(compose_config([*base, "branches=[0.1]", "budget.schedule=wsd", "budget.warmup=3"]))
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_branch_without_its_parents_checkpoint_says_what_to_do(suite, tmp_path):
+    _, _, runs = suite
+    branch = next(r for r in runs if r.get("branch"))
+    with pytest.raises(Exception, match=f"its parent {branch['branch']['parent']} has no kept checkpoint of step "
+                                        f"{branch['branch']['from_step']}: run the parent first"):
+        run({**branch, "results_dir": str(tmp_path)})
