@@ -5,6 +5,7 @@
 #   make status suite=NAME   each run's status, step of total, last losses and time left
 #   make tune suite=NAME [optimizers=[...]] [trials=N]   Optuna lr tuning -> results/<suite>/tuned.yaml
 #   make test                the test suite
+#   make check-optimizer target=package.module.Class [ARGS="lr=1e-3 betas=[0.9,0.95]"]   the optimizer contract on your class
 #   make bench               the step and training-loop benchmarks
 #   make report suite=tiny   rebuild results/<suite>/report.html from the results folder
 #   make export suite=NAME [format=parquet]   runs + metrics tables -> results/<suite>/export/
@@ -57,6 +58,10 @@ bench: install
 
 report: install
 	$(PY) -m analysis.report results/$(suite)
+
+.PHONY: check-optimizer
+check-optimizer: install
+	$(PY) -m optimizers.contract $(target) $(ARGS)
 
 .PHONY: export
 export: install

@@ -17,6 +17,14 @@ from . import sm3  # noqa: E402,F401
 from . import lamb  # noqa: E402,F401
 from . import ademamix  # noqa: E402,F401
 
+# Beyond the seven: what papers and benchmarks compare against since 2025.
+from . import muon  # noqa: E402,F401
+from . import soap  # noqa: E402,F401
+from . import lion  # noqa: E402,F401
+from . import schedule_free  # noqa: E402,F401
+from . import mars  # noqa: E402,F401
+from . import adopt  # noqa: E402,F401
+
 __all__ = [
     "OptimizerSpec", "build", "names", "predict_state_bytes", "register", "resolve_hparams",
     "spec", "state_bytes",

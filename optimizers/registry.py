@@ -94,14 +94,20 @@ def predict_state_bytes(name: str, model: nn.Module, **hparams) -> int:
 
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
-    """Bytes of every tensor the optimizer holds in its state, on this rank."""
-    total = 0
-    for per_param in opt.state.values():
-        for value in per_param.values():
-            if isinstance(value, torch.Tensor):
-                shard = local(value)
-                total += shard.numel() * shard.element_size()
-    return total
+    """Bytes of every tensor the optimizer holds in its state, on this rank, lists and dicts
+    of tensors included (SOAP keeps a list of preconditioners per parameter)."""
+    return sum(_tensor_bytes(per_param) for per_param in opt.state.values())
+
+
+def _tensor_bytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        shard = local(value)
+        return shard.numel() * shard.element_size()
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, (list, tuple)):
+        return 0
+    return sum(_tensor_bytes(v) for v in value)
 
 
 def check_range(opt: str, param: str, value: float, lo: float, hi: float, hi_open: bool = True):
