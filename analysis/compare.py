@@ -6,6 +6,16 @@ optimizer the same initial weights and data order), so differences to the baseli
 seed by seed. A run that diverged or failed is its arm's loss on that seed (+inf to the test in
 `analysis.stats`); a running, interrupted or pruned run has no outcome yet and joins no pair.
 A folder holding several budgets (budget.tokens) gives one Comparison per budget.
+
+Only end-of-schedule points are compared: every run whose schedule ended at its budget (cosine or
+wsd runs, cooldown branches). A stable-phase run (budget.schedule constant) ends at no budget: it
+joins no comparison and is listed only with the cost of the branches cut from it. A cooldown
+branch (`branch: {parent, from_step}` in its config, runners/branches.py) is a run like any other
+at its budget, but its own cost is only its cooldown steps; its parent is a stable-phase run or
+the main wsd run of a suite (itself compared at its own budget). An arm's family is the same arm across budgets (an optimizer's
+one arm at each budget, else optimizer + lr source, with the lr itself unless tuned per budget):
+the baseline's family gives the loss-vs-budget law the token-equivalent speedup is read off
+(analysis.speedup).
 """
 
 from __future__ import annotations
@@ -19,10 +29,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from . import stats
+from . import speedup, stats
 from .load import ResultsError, load_declared, load_runs, load_tuning
 
 FAILED = ("diverged", "failed")  # outcomes that count as a loss of their arm
+STABLE = "constant"  # the schedule of a stable-phase run: it ends at no budget
 # Where each arm's lr came from, as the run folders show it (config, tuned.yaml, the other arms).
 LR_SOURCES = {
     "tuned": "tuned.yaml's lr for this model and optimizer at this budget",
@@ -37,8 +48,12 @@ NOISE_SDS = 3.0  # a forward+backward this many robust sds of the runs' spread o
 # Per-arm columns against the baseline (NaN for the baseline itself and where there is none).
 VS_BASELINE = [
     "is_baseline", "n_pairs", "delta", "delta_lo", "delta_hi", "sd_delta", "p_value", "mde", "verdict",
-    "baseline_tokens", "speedup", "speedup_lo", "speedup_hi", "speedup_where", "time_to_target_s",
+    "time_to_target_s",
 ]
+# Per-arm columns of the token-equivalent speedup (analysis.speedup.Speedup), filled in once every
+# budget's arms are known: the baseline's law spans them.
+SPEEDUP = ["speedup", "speedup_lo", "speedup_hi", "speedup_label", "speedup_where", "baseline_tokens",
+           "speedup_gap", "speedup_beyond", "speedup_note"]
 TIMINGS = ("tokens_per_s", "step_s", "fwd_bwd_s", "opt_s")  # per logged step; tokens/s is global
 
 
@@ -57,6 +72,8 @@ class Comparison:
     #                        step: the median run's), noise (robust sd over runs), runs
     tuning: pd.DataFrame | None  # one row per trial, or None
     tuning_summary: pd.DataFrame | None  # one row per study, or None
+    stable: pd.DataFrame  # the folder's stable-phase runs (every budget's Comparison holds them all)
+    laws: dict[str, speedup.Law]  # model -> the loss-vs-budget law of the baseline's family
 
     @property
     def split(self) -> str:
@@ -111,6 +128,17 @@ def _check_pairing(runs: pd.DataFrame) -> None:
         model, seed = orders[orders > 1].index[0]
         raise ResultsError(f"seed {seed} of model {model!r} trains on {orders.max()} different data orders "
                            "(data.seed) across arms: its runs are not paired")
+
+
+def _check_one_run_per_seed(runs: pd.DataFrame, tokens: int) -> None:
+    """An arm has one outcome per seed: a cooldown branch and a dedicated run of one seed and budget
+    are two arms' worth of runs, not one."""
+    twice = runs[runs.duplicated(["arm", "seed"], keep=False)]
+    if len(twice):
+        arm, seed = twice.arm.iloc[0], twice.seed.iloc[0]
+        ids = ", ".join(twice.run_id[(twice.arm == arm) & (twice.seed == seed)])
+        raise ResultsError(f"{arm} has several runs of seed {seed} at {tokens:,} tokens ({ids}): a comparison takes "
+                           "one per seed: put the others in their own results folder")
 
 
 def _mean(s: pd.Series) -> float:
@@ -181,11 +209,18 @@ def _tuned_entry(tuned: list[dict], model: str, tokens: int, optimizer: str) -> 
     return None
 
 
-def _lr_source(r, arms: pd.DataFrame, tuned: list[dict], tokens: int) -> str:
-    entry = _tuned_entry(tuned, r.model, tokens, r.optimizer)
+def _parent_budget(arm_runs: pd.DataFrame, f) -> int | None:
+    """The budget of the main run the arm's branches start from (they keep its lr), or None."""
+    budgets = {f.budgets.get((_branch(c) or {}).get("parent")) for c in arm_runs.config}  # one parent per seed
+    return budgets.pop() if len(budgets) == 1 else None
+
+
+def _lr_source(r, arms: pd.DataFrame, tuned: list[dict], tokens: int, parent_tokens: int | None = None) -> str:
+    entry = _tuned_entry(tuned, r.model, parent_tokens or tokens, r.optimizer)
     if entry and math.isclose(entry.get("lr", math.nan), r.lr, rel_tol=1e-9):
         edge = entry.get("at_edge")
-        return "tuned" + (f" (best at the {edge} edge of its range)" if edge else "")
+        at = f" at its main run's {parent_tokens:,} tokens" if parent_tokens else ""
+        return "tuned" + at + (f" (best at the {edge} edge of its range)" if edge else "")
     same_model = arms[arms.model == r.model]
     if same_model[same_model.optimizer == r.optimizer].lr.nunique() > 1:
         return "grid"
@@ -220,42 +255,17 @@ def _arm_row(g: pd.DataFrame, loss: str, steps: pd.DataFrame) -> dict:
     } | _timing(steps[steps.arm == g.arm.iloc[0]])
 
 
-def _val_curves(metrics: pd.DataFrame, runs: pd.DataFrame, arm: str, x,
-                values: str = "val_loss") -> pd.DataFrame:
-    """x (index) by seed (columns) table of the arm's completed runs, evaluation rows only."""
+def _val_curves(metrics: pd.DataFrame, runs: pd.DataFrame, arm: str, values: str = "val_loss") -> pd.DataFrame:
+    """step (index) by seed (columns) table of the arm's completed runs, evaluation rows only."""
     ids = runs[(runs.arm == arm) & (runs.status == "completed")].run_id
     m = metrics[metrics.run_id.isin(ids) & metrics.val_loss.notna()]
-    return m.pivot_table(index=x, columns="seed", values=values)
-
-
-def _speedup(runs: pd.DataFrame, metrics: pd.DataFrame, arm: str, base: str) -> dict:
-    """Tokens the baseline's seed-averaged val curve needs to reach (its final loss + the arm's
-    paired val-loss shift) / the arm's tokens; the interval maps the shift's interval the same way.
-
-    `speedup_where` is +1 when the arm ends below anything the baseline reached (the figure is
-    then a lower bound), -1 when above the baseline's first evaluation (an upper bound).
-    """
-    curves = _val_curves(metrics, runs, base, "tokens")
-    curves = curves[curves.index > 0].dropna()  # step 0 is the untrained model
-    tokens = _mean(runs[(runs.arm == arm) & (runs.status == "completed")].tokens)
-    d = _paired(runs, arm, base, "final_val_loss")
-    if curves.empty or not np.isfinite(d["delta"]) or not tokens > 0:
-        return {}  # left NaN in the table
-    mean = curves.mean(axis=1).to_numpy()
-    shifts = np.array([d["delta"], d["delta_hi"], d["delta_lo"]])  # a higher loss: a lower speedup
-    need, where = stats.first_reach(curves.index, np.tile(mean, (3, 1)), mean[-1] + shifts, log_x=True)
-    # Past the baseline's curve the low end is 0 (above its first evaluation) and the high end
-    # unbounded (below its last); inside, a value read off the curve's end is still a bound.
-    lo = 0.0 if where[1] == -1 else need[1] / tokens
-    hi = math.inf if where[2] == 1 else need[2] / tokens
-    return {"baseline_tokens": float(need[0]), "speedup": float(need[0]) / tokens,
-            "speedup_where": int(where[0]), "speedup_lo": float(lo), "speedup_hi": float(hi)}
+    return m.pivot_table(index="step", columns="seed", values=values)
 
 
 def _time_to_target(runs: pd.DataFrame, metrics: pd.DataFrame, arm: str, target: float) -> dict:
     """Training seconds (wall_time_s) until the arm's seed-averaged val curve first reaches `target`."""
-    loss = _val_curves(metrics, runs, arm, "step").dropna()  # steps every seed evaluated at
-    secs = _val_curves(metrics, runs, arm, "step", values="wall_time_s").loc[loss.index]
+    loss = _val_curves(metrics, runs, arm).dropna()  # steps every seed evaluated at
+    secs = _val_curves(metrics, runs, arm, values="wall_time_s").loc[loss.index]
     if loss.empty:
         return {"time_to_target_s": math.nan}
     t, where = stats.first_reach(secs.mean(axis=1).to_numpy(), loss.mean(axis=1).to_numpy(), target)
@@ -337,24 +347,38 @@ def _machine_noise(steps: pd.DataFrame, arms: pd.DataFrame) -> tuple[pd.DataFram
     return ref, flags
 
 
-def _compare_budget(folder: Path, tokens: int, runs: pd.DataFrame, metrics: pd.DataFrame, baseline,
-                    target_loss, tuned: list[dict], tuning) -> Comparison:
+@dataclass
+class _Folder:
+    """What every budget's comparison of one folder shares."""
+    path: Path
+    metrics: pd.DataFrame
+    baseline: str | None  # --baseline
+    target_loss: float | None
+    tuned: list[dict]  # tuned.yaml contents, the suite's own first
+    tuning: pd.DataFrame | None
+    stable: pd.DataFrame  # stable-phase runs
+    loss: str  # the summary field compared, one for every budget (the law spans them)
+    budgets: dict[str, int]  # run_id -> its budget in tokens, for the parents of branches
+
+
+def _compare_budget(f: _Folder, tokens: int, runs: pd.DataFrame) -> Comparison:
     budget = _one_setting(runs, "budget")
     _one_setting(runs, "data", ignore=("seed",))  # one evaluation set, or the losses are not comparable
     _check_pairing(runs)
     runs = runs.assign(arm=_label_arms(runs))
-    metrics = metrics.merge(runs[["run_id", "model", "arm", "seed"]], on="run_id")
-    loss = _loss_field(runs)
+    _check_one_run_per_seed(runs, tokens)
+    metrics = f.metrics.merge(runs[["run_id", "model", "arm", "seed"]], on="run_id")
     steps = _timed_steps(metrics, runs)
 
-    arms = pd.DataFrame([_arm_row(g, loss, steps) | {"arm": a} for a, g in runs.groupby("arm", sort=False)])
-    arms["lr_source"] = [_lr_source(r, arms, tuned, tokens) for r in arms.itertuples()]
+    arms = pd.DataFrame([_arm_row(g, f.loss, steps) | {"arm": a} for a, g in runs.groupby("arm", sort=False)])
+    arms["lr_source"] = [_lr_source(r, arms, f.tuned, tokens, _parent_budget(runs[runs.arm == r.arm], f))
+                         for r in arms.itertuples()]
     arms = arms.sort_values(["model", "loss_mean"], na_position="last").reset_index(drop=True)
-    base = _choose_baselines(arms, baseline, tokens, folder)
-    if target_loss is None:  # by default: the time each arm needs to match the baseline's final val loss
+    base = _choose_baselines(arms, f.baseline, tokens, f.path)
+    if f.target_loss is None:  # by default: the time each arm needs to match the baseline's final val loss
         target = {m: float(arms.loc[arms.arm == a, "val_loss_mean"].iloc[0]) for m, a in base.items()}
     else:
-        target = {m: float(target_loss) for m in arms.model.unique()}
+        target = {m: float(f.target_loss) for m in arms.model.unique()}
 
     fwd_bwd, arms["machine_noise"] = _machine_noise(steps, arms)
 
@@ -362,16 +386,118 @@ def _compare_budget(folder: Path, tokens: int, runs: pd.DataFrame, metrics: pd.D
     for r in arms.itertuples():
         row = {"is_baseline": base.get(r.model) == r.arm}
         if r.model in base and not row["is_baseline"]:
-            row |= _paired(runs, r.arm, base[r.model], loss)
-            if r.n_completed:
-                row |= _speedup(runs, metrics, r.arm, base[r.model])
+            row |= _paired(runs, r.arm, base[r.model], f.loss)
         if r.model in target and r.n_completed:
             row |= _time_to_target(runs, metrics, r.arm, target[r.model])
         extra.append(row)
     arms = pd.concat([arms, pd.DataFrame(extra, index=arms.index).reindex(columns=VS_BASELINE)], axis=1)
-    return Comparison(folder=folder, tokens=tokens, runs=runs, metrics=metrics, arms=arms, baseline=base,
-                      budget=budget, target=target, loss=loss, fwd_bwd=fwd_bwd,
-                      tuning=tuning, tuning_summary=_tuning_summary(tuning) if tuning is not None else None)
+    return Comparison(folder=f.path, tokens=tokens, runs=runs, metrics=metrics, arms=arms, baseline=base,
+                      budget=budget, target=target, loss=f.loss, fwd_bwd=fwd_bwd, tuning=f.tuning,
+                      tuning_summary=_tuning_summary(f.tuning) if f.tuning is not None else None,
+                      stable=f.stable, laws={})
+
+
+# ---------------------------------------------------------------- across budgets
+
+def _lr_token(label: str, text: str) -> str:
+    """An arm label ('[model/]optimizer lr=X [key=value ...]') with its lr part replaced by text."""
+    parts = label.split(" ")
+    return " ".join(parts[:1] + ([text] if text else []) + parts[2:])
+
+
+def _set_families(cs: list[Comparison]) -> None:
+    """arms.family: the arm's name across budgets. An optimizer (with its other hyper-parameters)
+    that has one arm at every budget is one family whatever its lr (a tuned lr changes with the
+    budget; a branch keeps its stable run's); with several (an lr grid) each lr is one, a tuned
+    one being the family of the tuned lrs."""
+    arms = pd.concat([c.arms.assign(budget=c.tokens) for c in cs], ignore_index=True)
+    arms["key"] = arms.model + " " + arms.optimizer + " " + arms.hparams.map(
+        lambda h: json.dumps({k: v for k, v in json.loads(h).items() if k != "lr"}, sort_keys=True))
+    single = arms.groupby(["key", "budget"]).size().groupby(level="key").max() == 1
+    for c in cs:
+        mine = arms[arms.budget == c.tokens]
+        c.arms["family"] = [_lr_token(a, "" if single[k] else "lr=tuned" if src.startswith("tuned")
+                                      else a.split(" ")[1])
+                            for a, src, k in zip(mine.arm, mine.lr_source, mine.key)]
+
+
+def endpoints(cs: list[Comparison]) -> pd.DataFrame:
+    """Every end-of-schedule outcome of the folder: model, family, arm, tokens, seed, loss (the
+    compared final loss; +inf where the run diverged or failed; unfinished runs left out)."""
+    rows = []
+    for c in cs:
+        family = dict(zip(c.arms.arm, c.arms.family))
+        for arm, model in zip(c.arms.arm, c.arms.model):
+            out = _outcomes(c.runs, arm, c.loss)
+            rows.append(pd.DataFrame({"model": model, "family": family[arm], "arm": arm, "tokens": c.tokens,
+                                      "seed": out.index, "loss": out.to_numpy()}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def _speedup_row(s: speedup.Speedup) -> dict:
+    return {"speedup": s.value, "speedup_lo": s.lo, "speedup_hi": s.hi, "speedup_label": s.label,
+            "speedup_where": s.where, "baseline_tokens": s.baseline_tokens, "speedup_gap": s.gap,
+            "speedup_beyond": s.beyond, "speedup_note": s.note}
+
+
+def _set_speedups(cs: list[Comparison]) -> None:
+    """Each budget's speedups against the law of its baseline's family over every budget."""
+    points = endpoints(cs)
+    for c in cs:
+        rows = {}
+        for model, base in c.baseline.items():
+            family = c.arms.family[c.arms.arm == base].iloc[0]
+            base_points = points[(points.model == model) & (points.family == family)]
+            c.laws[model] = speedup.baseline_law(base_points)
+            for i, r in c.arms[(c.arms.model == model) & (c.arms.arm != base)].iterrows():
+                if r.n_completed:
+                    arm_points = points[(points.arm == r.arm) & (points.tokens == c.tokens)]
+                    rows[i] = _speedup_row(speedup.endpoint_speedup(base_points, arm_points, c.tokens))
+        c.arms[SPEEDUP] = pd.DataFrame.from_dict(rows, orient="index").reindex(index=c.arms.index, columns=SPEEDUP)
+
+
+def _step_tokens(config: dict) -> int:
+    b = config.get("budget") or {}
+    return b.get("seq_len", 0) * b.get("global_batch", 0)
+
+
+def _tokens(steps: pd.Series, configs: pd.Series) -> pd.Series:
+    """steps x the tokens of one step of each run (no steps recorded: 0)."""
+    return pd.to_numeric(steps, errors="coerce").fillna(0) * configs.map(_step_tokens)
+
+
+def _branch(config: dict) -> dict | None:
+    return config.get("branch")  # runners/branches.py
+
+
+def branch_costs(cs: list[Comparison]) -> pd.DataFrame:
+    """One row per parent its branches name (a stable-phase or a main run): its tokens, counted once, and
+    its branches' own (cooldown) tokens, from from_step to the steps done, against the tokens
+    dedicated runs at the branches' budgets would train. Empty without stable runs or branches."""
+    runs = pd.concat([c.runs for c in cs])
+    kids = runs[runs.config.map(_branch).notna()]
+    shared = _tokens(kids.config.map(lambda c: _branch(c)["from_step"]), kids.config)
+    kids = kids.assign(parent=kids.config.map(lambda c: _branch(c)["parent"]), shared=shared,
+                       cooldown=(_tokens(kids.step, kids.config) - shared).clip(lower=0))
+    # A main run that is a parent is an end-of-schedule run too: dedicated runs would train it as well.
+    mains = runs[runs.run_id.isin(kids.parent)]
+    stable = pd.concat([cs[0].stable, mains])
+    known = stable.assign(parent=stable.run_id, stable_tokens=_tokens(stable.step, stable.config),
+                          own=stable.run_id.isin(mains.run_id) * _tokens(stable.step, stable.config))
+    orphans = kids[~kids.parent.isin(stable.run_id)].groupby("parent", as_index=False).agg(
+        arm=("arm", "first"), seed=("seed", "first"), stable_tokens=("shared", "max")).assign(
+        status="not in this folder")
+    cols = ["parent", "arm", "seed", "status", "stable_tokens", "own"]
+    per = kids.groupby("parent").agg(branches=("run_id", "size"), cooldown_tokens=("cooldown", "sum"),
+                                     dedicated_tokens=("cfg.budget.tokens", "sum"),
+                                     budgets=("cfg.budget.tokens", lambda t: sorted(int(v) for v in t)))
+    out = pd.concat([known[cols], orphans.reindex(columns=cols)], ignore_index=True).merge(
+        per, left_on="parent", right_index=True, how="left")
+    out[["branches", "cooldown_tokens", "dedicated_tokens"]] = out[
+        ["branches", "cooldown_tokens", "dedicated_tokens"]].fillna(0)
+    out["dedicated_tokens"] += out.own.fillna(0)
+    out["budgets"] = out.budgets.map(lambda b: b if isinstance(b, list) else [])
+    return out.drop(columns="own")
 
 
 def compare(folder: str | Path, baseline: str | None = None, target_loss: float | None = None) -> list[Comparison]:
@@ -379,12 +505,21 @@ def compare(folder: str | Path, baseline: str | None = None, target_loss: float 
     (budget.tokens), smallest first. `baseline`: an arm label, or an optimizer with one arm."""
     folder = Path(folder)
     runs, metrics = load_runs(folder)
+    is_stable = runs.config.map(lambda c: (c.get("budget") or {}).get("schedule") == STABLE)
+    stable, runs = runs[is_stable], runs[~is_stable]
+    stable = stable.assign(arm=_label_arms(stable) + " (stable phase)")
     if not (runs.status == "completed").any():
         counts = ", ".join(f"{n} {s}" for s, n in runs.status.value_counts().items())
-        raise ResultsError(f"{folder}: no completed runs to compare ({counts})")
+        also = f"; {len(stable)} stable-phase runs (constant schedule) end at no budget" if len(stable) else ""
+        raise ResultsError(f"{folder}: no completed runs to compare ({counts or 'none at the end of a schedule'}"
+                           f"{also})")
     suites = runs["cfg.suite"].dropna().unique()
     shipped = _read_yaml(SHIPPED_TUNED)
     tuned = [_read_yaml(folder / "tuned.yaml")] + [shipped.get(s) or {} for s in suites]
-    tuning = load_tuning(folder)
-    return [_compare_budget(folder, int(t), g, metrics, baseline, target_loss, tuned, tuning)
-            for t, g in runs.groupby("cfg.budget.tokens", sort=True)]
+    budgets = dict(zip(runs.run_id, runs["cfg.budget.tokens"].astype(int)))
+    f = _Folder(folder, metrics, baseline, target_loss, tuned, load_tuning(folder), stable, _loss_field(runs),
+                budgets)
+    cs = [_compare_budget(f, int(t), g) for t, g in runs.groupby("cfg.budget.tokens", sort=True)]
+    _set_families(cs)
+    _set_speedups(cs)
+    return cs

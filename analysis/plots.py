@@ -9,7 +9,7 @@ from plotly.colors import convert_colors_to_same_type, qualitative, unlabel_rgb
 from plotly.subplots import make_subplots
 
 from . import stats
-from .compare import Comparison
+from .compare import Comparison, endpoints
 
 MIB = 2**20
 TEMPLATE = "plotly_white"
@@ -207,10 +207,55 @@ def lr_sensitivity(c: Comparison) -> go.Figure:
                    "learning rate (log scale)", "final validation loss")
 
 
+def _law_traces(fig: go.Figure, cs: list[Comparison]) -> None:
+    """Each baseline family's law once: the fit solid over its budgets and dotted beyond them (where
+    a speedup would be extrapolated), the interpolation over its budgets only."""
+    laws = {(m, c.arms.family[c.arms.arm == a].iloc[0]): c.laws[m]
+            for c in cs for m, a in c.baseline.items() if c.laws[m].kind != "none"}
+    for (_, family), law in laws.items():
+        lo, hi = law.tokens[0], law.tokens[-1]
+        name = f"baseline law ({family}): " + ("fit a·D^-b + c" if law.fit is not None else "interpolation")
+        spans = [(np.geomspace(lo, hi, 100), "solid", True)]
+        if law.fit is not None:
+            spans += [(np.geomspace(lo / 2, lo, 20), "dot", False), (np.geomspace(hi, 2 * hi, 20), "dot", False)]
+        for x, dash, legend in spans:
+            fig.add_trace(go.Scatter(x=x, y=law.loss(x), mode="lines", name=name, legendgroup=name,
+                                     showlegend=legend, line=dict(color="black", dash=dash, width=1.5),
+                                     hovertemplate="%{y:.4f} at %{x:,.0f} tokens<extra>law</extra>"))
+
+
+def loss_vs_budget(cs: list[Comparison]) -> go.Figure:
+    """Seed-mean final loss per family at each budget, with a min-max band over seeds, and the
+    baseline's law; only completed runs are drawn (a diverged seed is in the tables)."""
+    pts = endpoints(cs)
+    pts = pts[np.isfinite(pts.loss)]
+    families = list(dict.fromkeys(pts.family))
+    colors, fig = _colors(families), go.Figure()
+    for family in families:
+        g = pts[pts.family == family].groupby("tokens").loss.agg(["mean", "min", "max", "size"])
+        col = colors[family]
+        fig.add_trace(go.Scatter(x=np.r_[g.index, g.index[::-1]], y=np.r_[g["max"], g["min"][::-1]],
+                                 fill="toself", mode="lines", fillcolor=_rgba(col, 0.18), line=dict(width=0),
+                                 hoverinfo="skip", legendgroup=family, showlegend=False))
+        fig.add_trace(go.Scatter(x=g.index, y=g["mean"], name=family, legendgroup=family, mode="lines+markers",
+                                 line=dict(color=col), customdata=g["size"],
+                                 hovertemplate="%{y:.4f} at %{x:,.0f} tokens (%{customdata} seeds)"))
+    _law_traces(fig, cs)
+    fig.update_xaxes(type="log")
+    return _layout(fig, f"Final {cs[0].split} loss against budget, at the end of each schedule (mean over seeds, "
+                        "band: min-max; black: the baseline's law, dotted where extrapolated)",
+                   "budget: tokens (log scale)", f"final {cs[0].split} loss")
+
+
 def figures(c: Comparison) -> dict[str, list[go.Figure]]:
     """Report section id -> the figures of one budget, in reading order."""
     return {"curves": [loss_vs_tokens(c), loss_vs_time(c)], "statistics": [difference(c)],
             "cost": [memory(c), throughput(c)], "pareto": [pareto(c)]}
+
+
+def budget_figures(cs: list[Comparison]) -> list[go.Figure]:
+    """The folder's figures across budgets: none with one budget."""
+    return [loss_vs_budget(cs)] if len(cs) > 1 else []
 
 
 def tuning_figures(c: Comparison) -> list[go.Figure]:

@@ -17,16 +17,17 @@ from pathlib import Path
 import pandas as pd
 from plotly.offline import get_plotlyjs
 
-from . import plots, stats
-from .compare import LR_SOURCES, NOISE_SDS, Comparison, compare
+from . import plots, speedup, stats
+from .compare import LR_SOURCES, NOISE_SDS, Comparison, branch_costs, compare, endpoints
 from .load import SCHEMA_VERSION, ResultsError
 
 SECTIONS = {
     "summary": "Summary", "curves": "Loss curves", "statistics": "Against the baseline",
-    "cost": "Memory and throughput", "pareto": "Memory vs loss",
+    "budgets": "Loss against budget", "cost": "Memory and throughput", "pareto": "Memory vs loss",
     "divergences": "Divergences and failures", "tuning": "Tuning", "provenance": "Provenance",
 }
-FOLDER_SECTIONS = ("tuning", "provenance")  # once per folder; the others once per budget
+FOLDER_SECTIONS = ("budgets", "tuning", "provenance")  # once per folder; the others once per budget
+MD_SECTIONS = ("summary", "budgets", "cost", "divergences", "tuning", "provenance")  # the others are plots
 MIB = 2**20
 DASH = "—"
 NOISE = "machine noise: not comparable"
@@ -71,14 +72,26 @@ def budget_line(b: dict) -> str:
     return "; ".join([text] + [fmt.format(b[k]) for k, fmt in optional if b.get(k) is not None])
 
 
-def _speedup_text(r) -> str:
+def _speedup_text(r, c: Comparison) -> str:
+    """The speedup with its interval and label, and how far beyond the baseline's budgets it lies."""
+    if r.is_baseline:
+        return "1 (baseline)"
     if not _finite(r.speedup):
         return DASH
-    if r.speedup_where == 1:
-        return f"≥ {r.speedup:.2f}× (below the baseline's whole curve)"
-    if r.speedup_where == -1:
-        return f"≤ {r.speedup:.2f}× (above the baseline's first evaluation)"
-    return f"{r.speedup:.2f}× {_ci(r.speedup_lo, r.speedup_hi, '.2f')}"
+    ci = _ci(r.speedup_lo, r.speedup_hi, ".2f")
+    if r.speedup_label == "measured":
+        return f"{r.speedup:.2f}× {ci} measured"
+    law = c.laws[r.model]
+    end, side = (law.tokens[-1], "largest") if r.speedup_where > 0 else (law.tokens[0], "smallest")
+    if r.speedup_label == "extrapolated":
+        return f"{r.speedup:.2f}× {ci} extrapolated: the fit at {r.speedup_beyond:.2f}× the baseline's {side} budget"
+    sign = "≥" if r.speedup_where > 0 else "≤"
+    if not _finite(r.speedup_gap) or math.isinf(r.speedup_gap):
+        why = "its mean loss is unbounded (diverged/failed seeds)"
+    else:
+        why = (f"its loss is {abs(r.speedup_gap):.4f} {'below' if r.speedup_gap < 0 else 'above'} the baseline's "
+               f"at its {side} budget ({end:,.0f} tokens)")
+    return f"{sign} {r.speedup:.2f}× {ci} bound: {why}"
 
 
 def _verdict_text(r) -> str:
@@ -113,7 +126,7 @@ def summary_table(c: Comparison) -> pd.DataFrame:
             if _finite(r.delta) else DASH,
             "n": _num(r.n_pairs, ".0f"), "p": _num(r.p_value, ".4f"),
             "verdict": _verdict_text(r), "MDE (80% power)": _mde_text(r),
-            "token-equivalent speedup": "1 (baseline)" if r.is_baseline else _speedup_text(r),
+            "token-equivalent speedup": _speedup_text(r, c),
             "time to target (training s)": _num(r.time_to_target_s, ".1f") if r.n_completed else DASH,
         })
     return pd.DataFrame(rows)
@@ -161,6 +174,75 @@ def tuning_table(c: Comparison) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def law_table(c: Comparison, model: str) -> pd.DataFrame:
+    """The baseline's end-of-schedule points against its law: per budget, the seed mean, the law
+    and (for a fit) the residual, also in standard errors of the mean."""
+    law = c.laws[model]
+    rows = []
+    for t, mean, sd, n, res in zip(law.tokens, law.mean, law.sd, law.n,
+                                   law.residuals if law.residuals is not None else [math.nan] * len(law.tokens)):
+        se = sd / math.sqrt(n) if n > 1 else math.nan
+        rows.append({"budget (tokens)": f"{t:,.0f}", "seeds": int(n),
+                     f"final {c.split} loss (mean ± sd)": _num(mean) + (f" ± {sd:.4f}" if _finite(sd) else ""),
+                     "law": _num(float(law.loss(t))), "residual": _num(res, "+.4f"),
+                     "residual / s.e.": _num(res / se if _finite(se) and se > 0 else math.nan, "+.2f")})
+    return pd.DataFrame(rows)
+
+
+def _law_caption(c: Comparison, model: str) -> str:
+    law = c.laws[model]
+    family = c.arms.family[c.arms.arm == c.baseline[model]].iloc[0]
+    what = _law_text(law) if law.kind != "none" else "no law"
+    return f"The baseline's law ({family}): {what}" + (f"; {law.problem}" if law.problem else "") + \
+        (f"; {law.left_out}" if law.left_out else "")
+
+
+def speedups_table(cs: list[Comparison]) -> pd.DataFrame:
+    """Family (rows) by budget (columns): the speedup at each budget, baseline families included."""
+    cells = {}
+    for c in cs:
+        for r in c.arms.itertuples():
+            cells.setdefault(r.family, {})[f"at {c.tokens:,} tokens"] = _speedup_text(r, c)
+    return pd.DataFrame.from_dict(cells, orient="index").fillna(DASH).rename_axis("arm").reset_index()
+
+
+def _cost_cells(stable: float, branches: int, cooldown: float, dedicated: float) -> dict:
+    total = stable + cooldown
+    return {"stable tokens": f"{stable:,.0f}", "branches": int(branches), "cooldown tokens": f"{cooldown:,.0f}",
+            "total tokens": f"{total:,.0f}", "dedicated runs": f"{dedicated:,.0f}",
+            "share": _num(total / dedicated if dedicated else math.nan, ".0%")}
+
+
+def branch_table(cs: list[Comparison]) -> pd.DataFrame:
+    """The cost of the cooldown branches: each stable phase once, plus each cooldown, against the
+    dedicated runs the branches stand in for; a total row."""
+    b = branch_costs(cs)
+    figures = ["stable_tokens", "branches", "cooldown_tokens", "dedicated_tokens"]
+    rows = [{"stable-phase run": r.parent, "arm": r.arm, "seed": _num(r.seed, ".0f"), "status": r.status,
+             "at budgets": ", ".join(f"{t:,}" for t in r.budgets) or DASH}
+            | _cost_cells(*(getattr(r, f) for f in figures)) for r in b.itertuples()]
+    if len(b) > 1:
+        rows.append({"stable-phase run": "total"} | _cost_cells(*b[figures].sum()))
+    return pd.DataFrame(rows).fillna("")
+
+
+def folder_notes(cs: list[Comparison]) -> list[str]:
+    """What the whole folder holds beyond its comparisons."""
+    stable = cs[0].stable
+    if stable.empty:
+        return []
+    return [f"{len(stable)} stable-phase runs (constant schedule after warm-up) end at no budget: no verdict "
+            f"or speedup uses them; they are listed, with their branches' cost, under {SECTIONS['cost']}."]
+
+
+def budgets_note(cs: list[Comparison]) -> str | None:
+    """Why the loss-against-budget section is empty, or None."""
+    if len(cs) > 1:
+        return None
+    return (f"One budget ({cs[0].tokens:,} tokens): no loss against budget, and no token-equivalent speedup, "
+            "which needs end-of-schedule runs at several budgets (cooldown branches or dedicated runs).")
+
+
 def provenance_warnings(runs: pd.DataFrame) -> list[str]:
     """What makes runs of one folder less comparable than they look: mixed code, packages or hardware."""
     out = []
@@ -191,6 +273,8 @@ def headline(c: Comparison) -> list[str]:
     for model, base in c.baseline.items():
         b = c.arms[c.arms.arm == base].iloc[0]
         out.append(f"Baseline{f' ({model})' if len(c.baseline) > 1 else ''}: {base} (lr source: {b.lr_source}).")
+        if c.laws[model].problem:
+            out.append(f"No token-equivalent speedup: {c.laws[model].problem}.")
     for r in c.arms.itertuples():
         base = c.baseline.get(r.model)
         if r.is_baseline or base is None:
@@ -206,7 +290,7 @@ def headline(c: Comparison) -> list[str]:
         out.append(
             f"{r.arm} ({r.lr_source}): final {c.split} loss {_num(r.loss_mean)} vs {_num(b.loss_mean)}, "
             f"Δ {_num(r.delta, '+.4f')} {_ci(r.delta_lo, r.delta_hi, '+.4f')} over {r.n_pairs:.0f} paired seeds: "
-            f"{_verdict_text(r)}; token-equivalent speedup {_speedup_text(r)}; {mem}"
+            f"{_verdict_text(r)}; token-equivalent speedup {_speedup_text(r, c)}; {mem}"
             + (f"; {failed}" if failed else "") + ".")
     return out
 
@@ -230,6 +314,39 @@ def how_to_read(c: Comparison) -> str:
     )
 
 
+def _law_text(law: speedup.Law) -> str:
+    if law.fit is not None:
+        a, b, cc = law.fit
+        return (f"the fit L(D) = {a:.4g}·D^-{b:.3g} + {cc:.4g} (least squares on the seed means of "
+                f"{len(law.tokens)} budgets)")
+    curve = "monotone cubic (PCHIP)" if len(law.tokens) > 2 else "line"  # PCHIP of two points is their chord
+    return (f"the {curve} through the seed means of its {len(law.tokens)} budgets, in log tokens "
+            f"(a fit a·D^-b + c needs {speedup.MIN_FIT})")
+
+
+def speedup_notes(c: Comparison) -> list[str]:
+    """How this budget's speedups were read off, one line per model with a baseline."""
+    out = []
+    for model, law in c.laws.items():
+        base = c.arms.family[c.arms.arm == c.baseline[model]].iloc[0]
+        if law.problem:
+            out.append(f"Token-equivalent speedup: none; {law.problem}.")
+            continue
+        out.append(
+            f"Token-equivalent speedup at {c.tokens:,} tokens (B) = D*/B, D* being the tokens the baseline "
+            f"{base} needs to reach the arm's seed-mean final {c.split} loss at B, read off its final losses at "
+            f"the end of their schedules at {', '.join(f'{t:,.0f}' for t in law.tokens)} tokens: {_law_text(law)}. "
+            "Only end-of-schedule losses enter: a loss read mid-schedule is not what a run of that budget reaches. "
+            f"Interval: {speedup.LEVEL:.0%} percentile of {speedup.DRAWS} bootstrap draws over seeds (a seed's runs "
+            "drawn together, as seeds are paired; each draw's seed means moved from the sample's by "
+            "sqrt(n/(n−1))·t/z times their resampled deviation, n the fewest seeds of a series, so that the "
+            "interval has Student's width at few seeds; the law refitted in each draw). measured: inside the "
+            "baseline's budgets; extrapolated: the fit beyond them; bound: beyond them without a fit (≥ D_max/B, "
+            "≤ D_min/B), with how far the arm's loss lies beyond."
+            + (f" Note: {law.left_out}." if law.left_out else ""))
+    return out
+
+
 def method_notes(c: Comparison) -> list[str]:
     fb = "; ".join(f"{m}: {r.seconds:.4f} s, noise {r.noise:.4f} s over {r.runs:.0f} runs"
                    for m, r in c.fwd_bwd.iterrows()) or DASH
@@ -238,11 +355,7 @@ def method_notes(c: Comparison) -> list[str]:
         + (" The test split is held out: tuning never saw it." if c.split == "test" else
            " (These runs record no held-out test loss.)"),
         "lr source: " + "; ".join(f"{k}: {v}" for k, v in LR_SOURCES.items()) + ".",
-        "Token-equivalent speedup = tokens the baseline's seed-averaged val curve needs to reach its own "
-        "final val loss plus the arm's paired val-loss shift (log-token interpolation) ÷ the arm's tokens; "
-        "the interval maps the shift's interval the same way. It is read off the baseline's own schedule "
-        "(not from baseline runs at shorter budgets), where the baseline is not yet annealed, so figures "
-        "below 1 are optimistic for the arm.",
+        *speedup_notes(c),
         "Time to target: training seconds (wall_time_s as runners/train.py logs it: the sum over training "
         "steps of batch fetch, forward, backward, gradient clipping and optimizer step, a torch.compile in "
         "the first steps included; evaluations, checkpoints, logging and start-up excluded) until the arm's "
@@ -258,7 +371,7 @@ def method_notes(c: Comparison) -> list[str]:
 
 
 def provenance(cs: list[Comparison]) -> list[tuple[str, pd.DataFrame]]:
-    runs = pd.concat([c.runs for c in cs])
+    runs = pd.concat([c.runs for c in cs] + [cs[0].stable])
     folder, tuning_summary = cs[0].folder, cs[0].tuning_summary
     env_fields = [f for f in ("env.git_commit", "env.git_dirty", "env.python", "env.device",
                               "env.device_name", "env.world_size", "env.hostname") if f in runs]
@@ -315,26 +428,36 @@ def _folder_tables(cs: list[Comparison]) -> dict[str, list[tuple[str, pd.DataFra
     out = {"provenance": provenance(cs)}
     if cs[0].tuning_summary is not None:
         out["tuning"] = [("Tuning studies", tuning_table(cs[0]))]
+    if not budgets_note(cs):
+        laws = {(m, c.arms.family[c.arms.arm == a].iloc[0]): (c, m) for c in cs for m, a in c.baseline.items()}
+        out["budgets"] = [(_law_caption(c, m), law_table(c, m)) for c, m in laws.values()]
+        out["budgets"].append(("Token-equivalent speedup at each budget", speedups_table(cs)))
+    if not branch_costs(cs).empty:
+        out["cost"] = [("Cost of the cooldown branches (tokens; each stable phase counted once per arm and seed, "
+                        "a branch from its from_step), against dedicated runs at the same budgets", branch_table(cs))]
     return out
+
+
+def _empty_note(sid: str, cs: list[Comparison]) -> str | None:
+    """Why a folder section has nothing to show, or None."""
+    if sid == "tuning" and cs[0].tuning is None:
+        return "No tuning ran (no tuning/*.json in this folder)."
+    return budgets_note(cs) if sid == "budgets" else None
 
 
 def render_md(cs: list[Comparison]) -> str:
     many = len(cs) > 1
     out = [f"# optarena report: {cs[0].folder.name}", ""]
     out += [f"Compared at ({m}): {budget_line(b)}." for c in cs for m, b in c.budget.items()] + [""]
+    notes = folder_notes(cs)
+    out += [f"- {n}" for n in notes] + ([""] if notes else [])
     for c in cs:
         out += ([f"**{_budget_title(c)}**", ""] if many else []) + [f"- {h}" for h in headline(c)] + [""]
     folder = _folder_tables(cs)
-    for sid in ("summary", "cost", "divergences", "tuning", "provenance"):
+    for sid in MD_SECTIONS:
         out.append(f"## {SECTIONS[sid]}\n")
-        if sid == "tuning" and sid not in folder:
-            out.append("No tuning ran (no tuning/*.json in this folder).\n")
-            continue
-        if sid in FOLDER_SECTIONS:
-            for caption, df in folder[sid]:
-                out += [f"**{caption}**\n", md_table(df), ""]
-            continue
-        for c in cs:
+        per_budget = [] if sid in FOLDER_SECTIONS else cs
+        for c in per_budget:
             out += [f"### {_budget_title(c)}\n"] if many else []
             caption, df = _tables(c)[sid][0]
             if sid == "divergences" and df.empty:
@@ -343,6 +466,10 @@ def render_md(cs: list[Comparison]) -> str:
             out += [f"**{caption}**\n", md_table(df), ""]
             if sid == "summary":
                 out += [how_to_read(c), ""] + [f"- {n}" for n in method_notes(c)] + [""]
+        for caption, df in folder.get(sid, []):
+            out += [f"**{caption}**\n", md_table(df), ""]
+        note = _empty_note(sid, cs)
+        out += [note, ""] if note else []
     out.append("Plots: see report.html in the same folder.")
     return "\n".join(out) + "\n"
 
@@ -405,15 +532,18 @@ def _html_budget(c: Comparison) -> dict[str, list[str]]:
 def render_html(cs: list[Comparison]) -> str:
     many = len(cs) > 1
     body = {sid: [] for sid in SECTIONS}
+    body["summary"] += [f"<p>{html.escape(n)}</p>" for n in folder_notes(cs)]
     for c in cs:
         for sid, parts in _html_budget(c).items():
             body[sid] += ([f'<h3 class="budget">{_budget_title(c)}</h3>'] if many else []) + parts
     for sid, items in _folder_tables(cs).items():
         body[sid] += [_html_table(cap, df) for cap, df in items]
-    if cs[0].tuning is None:
-        body["tuning"] = ['<p class="empty">No tuning ran (no tuning/*.json in this folder).</p>']
-    else:
+    body["budgets"] += [_html_figure(f) for f in plots.budget_figures(cs)]
+    if cs[0].tuning is not None:
         body["tuning"] += [_html_figure(f) for f in plots.tuning_figures(cs[0])]
+    for sid in FOLDER_SECTIONS:
+        note = _empty_note(sid, cs)
+        body[sid] += [f'<p class="empty">{html.escape(note)}</p>'] if note else []
 
     budgets = "".join(f"<p><b>Compared at</b> ({html.escape(m)}): {html.escape(budget_line(b))}</p>"
                       for c in cs for m, b in c.budget.items())

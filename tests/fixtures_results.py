@@ -3,7 +3,9 @@
 Curves are planted so tests know the answers: val loss = floor + offset + B / (1 + tokens / T0) +
 seed effect, where the seed effect is shared by every optimizer (paired seeds) plus a small
 optimizer-specific noise; the held-out test loss is the final val loss plus its own small noise.
-Step times are the optimizer's PROFILE with a 2% jitter per logged step.
+Step times are the optimizer's PROFILE with a 2% jitter per logged step. A run's final loss is its
+curve at its own budget, so runs at several budgets trace the end-of-schedule law
+planted_loss(tokens) (write_branches: a stable-phase run and its cooldown branches).
 """
 
 from __future__ import annotations
@@ -32,27 +34,31 @@ def planted_loss(tokens, offset: float = 0.0):
     return FLOOR + offset + B / (1.0 + np.asarray(tokens, dtype=float) / T0)
 
 
-def _config(suite: str, model: str, optimizer: str, lr: float, seed: int, steps: int) -> dict:
+def _config(suite: str, model: str, optimizer: str, lr: float, seed: int, steps: int, schedule: str,
+            branch: dict | None) -> dict:
+    budget = {"tokens": steps * TOKENS_PER_STEP, "steps": steps, "seq_len": SEQ_LEN,
+              "global_batch": BATCH, "micro_batch": BATCH, "schedule": schedule, "warmup_steps": 30,
+              "min_lr_ratio": 0.1, "grad_clip": 1.0, "eval_every": EVAL_EVERY,
+              "log_every": LOG_EVERY, "ckpt_every": 100}
     return {
         "suite": suite, "seed": seed,
         "model": {"name": model, "vocab_size": 256, "block_size": SEQ_LEN, "n_layer": 4, "n_head": 4,
                   "n_embd": 128, "dropout": 0.0, "bias": True},
         "optimizer": {"name": optimizer, "lr": lr, "betas": [0.9, 0.95], "eps": 1e-08, "weight_decay": 0.1},
         "data": {"name": "shakespeare_bytes", "seed": seed, "val_tokens": 32768, "test_tokens": 32768},
-        "budget": {"tokens": steps * TOKENS_PER_STEP, "steps": steps, "seq_len": SEQ_LEN,
-                   "global_batch": BATCH, "micro_batch": BATCH, "schedule": "cosine", "warmup_steps": 30,
-                   "min_lr_ratio": 0.1, "grad_clip": 1.0, "eval_every": EVAL_EVERY,
-                   "log_every": LOG_EVERY, "ckpt_every": 100},
+        "budget": budget,
         "train": {"device": "cpu", "compile": False, "dtype": "float32", "wandb": {"mode": "disabled"}},
-    }
+    } | ({"branch": branch} if branch else {})
 
 
 def write_run(suite_dir: Path, optimizer: str, seed: int, *, lr: float = 1e-3, offset: float = 0.0,
               seed_sd: float = 0.01, noise_sd: float = 0.002, status: str = "completed",
               stop_step: int | None = None, model: str = "nano", schema_version: int = 1,
-              error: str | None = None, steps: int = STEPS, machine: float = 1.0) -> Path:
+              error: str | None = None, steps: int = STEPS, machine: float = 1.0, schedule: str = "cosine",
+              branch: dict | None = None) -> Path:
     """One run folder. `stop_step` ends a diverged/failed/interrupted run early; `steps` sets the
-    budget; `machine` scales the forward+backward time (a busier machine)."""
+    budget; `machine` scales the forward+backward time (a busier machine); `branch`
+    ({parent, from_step}) makes it a cooldown branch of that stable run."""
     suite = suite_dir.name
     seed_effect = np.random.default_rng(seed).normal(0.0, seed_sd)  # shared across optimizers
     own = np.random.default_rng([seed, sum(map(ord, optimizer)), int(lr * 1e6)])
@@ -74,10 +80,14 @@ def write_run(suite_dir: Path, optimizer: str, seed: int, *, lr: float = 1e-3, o
     if status == "diverged":
         rows[-1]["train_loss"] = None
     run_id = f"{model}-{optimizer}-lr{lr:g}-s{seed}" + (f"-t{steps}" if steps != STEPS else "")
+    if schedule == "constant":
+        run_id += "-stable"
+    if branch:
+        run_id = f"{branch['parent']}-cooldown{steps}"
     done = status == "completed"
     doc = {
         "schema_version": schema_version, "run_id": run_id, "suite": suite, "status": status,
-        "config": _config(suite, model, optimizer, lr, seed, steps),
+        "config": _config(suite, model, optimizer, lr, seed, steps, schedule, branch),
         "env": {"git_commit": "abc1234", "git_dirty": False, "python": "3.11.7", "hostname": "vm",
                 "packages": {"torch": "2.13.0+cpu", "numpy": "2.4.6"}, "device": "cpu",
                 "device_name": "cpu", "world_size": 1, "started_at": "2026-11-22T19:40:00Z"},
@@ -113,6 +123,18 @@ def write_suite(suite_dir: Path, offsets: dict[str, float] | None = None, seeds=
             write_run(suite_dir, opt, s, offset=off, status="diverged" if stop else "completed",
                       stop_step=stop, **run_kw)
     return suite_dir
+
+
+def write_branches(suite_dir: Path, optimizer: str, seed: int, budgets=(STEPS, 2 * STEPS, 4 * STEPS),
+                   cooldown: float = 0.2, **run_kw) -> list[Path]:
+    """A stable-phase run (constant schedule) to the last branch point, and one wsd cooldown branch
+    per budget (in steps) from `cooldown` of that budget before its end; run_kw go to write_run."""
+    starts = [b - round(cooldown * b) for b in budgets]
+    stable = write_run(suite_dir, optimizer, seed, steps=max(starts), schedule="constant", **run_kw)
+    parent = json.loads((stable / "run.json").read_text())["run_id"]
+    return [stable] + [write_run(suite_dir, optimizer, seed, steps=b, schedule="wsd",
+                                 branch={"parent": parent, "from_step": k}, **run_kw)
+                       for b, k in zip(budgets, starts)]
 
 
 def write_tuning(suite_dir: Path, optimizer: str, lrs, best_lr: float, diverge_above: float,

@@ -85,6 +85,8 @@ def test_without_tuning_the_section_is_skipped_cleanly(tmp_path):
     assert "No tuning ran" in page and page.count("Plotly.newPlot(") == 6
     assert "Every run completed." in page
     assert "No tuning ran" in (s / "report.md").read_text()
+    for text in (page, (s / "report.md").read_text()):  # one budget: no law, no speedup
+        assert "One budget (1,228,800 tokens): no loss against budget" in text
 
 
 def test_without_a_baseline_the_report_still_builds(tmp_path):
@@ -150,7 +152,14 @@ def test_several_budgets_get_a_part_each(tmp_path):
         assert "At 1,228,800 tokens" in text and "At 2,457,600 tokens" in text
         assert "2,457,600 tokens = 600 steps" in text
     assert md.count("**Final test loss and comparison with the baseline**") == 2
-    assert page.count("Plotly.newPlot(") == 12  # six figures per budget
+    assert page.count("Plotly.newPlot(") == 13  # six figures per budget, and loss against budget
+    # Two budgets: the speedup is read off the baseline's two end-of-schedule points, inside them
+    # at the first budget, a bound that says how far beyond at the second.
+    section = md.split("## Loss against budget")[1].split("## Memory and throughput")[0]
+    assert "The baseline's law (adamw): the line through the seed means of its 2 budgets, in log tokens" in section
+    assert re.search(r"\| adam_mini \| \d\.\d\d× \[\d\.\d\d, \d\.\d\d\] measured \| "
+                     r"≥ 1\.00× \[1\.00, ∞\] bound: its loss is 0\.0[45]\d\d below the baseline's "
+                     r"at its largest budget \(2,457,600 tokens\) \|", section)
 
 
 def test_twelve_arms_plot(tmp_path):
