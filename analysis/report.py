@@ -18,7 +18,7 @@ import pandas as pd
 from plotly.offline import get_plotlyjs
 
 from . import plots, speedup, stats
-from .compare import LR_SOURCES, NOISE_SDS, Comparison, branch_costs, compare, endpoints
+from .compare import LR_SOURCES, NOISE_SDS, Comparison, branch_costs, compare
 from .load import SCHEMA_VERSION, ResultsError
 
 SECTIONS = {

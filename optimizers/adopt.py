@@ -17,9 +17,8 @@ import pytorch_optimizer as po
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-from .base import local
 from .external import TorchOptimConventions
-from .grouping import decay_groups, trainable
+from .grouping import decay_groups, trainable, two_moments_bytes
 from .registry import OptimizerSpec, check_common, check_tuple, register
 
 
@@ -46,7 +45,7 @@ def build(model: nn.Module, lr, betas, eps, weight_decay) -> ADOPT:
 
 def predict_state_bytes(model: nn.Module, **_) -> int:
     # m and v in the parameter's dtype, of this rank's shard; the step is per group.
-    return sum(2 * local(p).numel() * p.element_size() for p in trainable(model))
+    return two_moments_bytes(model)
 
 
 SPEC = register(OptimizerSpec(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from .base import local
+
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     params = [p for p in model.parameters() if p.requires_grad]
@@ -22,3 +24,10 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def trainable(model: nn.Module) -> list:
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def two_moments_bytes(model: nn.Module) -> int:
+    """Two state tensors the shape and dtype of each parameter's shard on this rank (Adam-like
+    m and v; the whole tensor without FSDP), with no per-tensor step."""
+    return sum(2 * local(p).numel() * p.element_size() for p in trainable(model))
+

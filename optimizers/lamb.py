@@ -35,7 +35,7 @@ from torch.distributed.tensor import DTensor
 
 from .base import GroupwiseOptimizer, group_lr, local
 from .chunking import chunks
-from .grouping import decay_groups, trainable
+from .grouping import decay_groups, two_moments_bytes
 from .registry import OptimizerSpec, check_common, check_tuple, register
 
 # cybertronai's cap on |theta| in the trust ratio: keeps large tensors from taking huge steps.
@@ -121,7 +121,7 @@ def build(model: nn.Module, lr, betas, eps, weight_decay) -> Lamb:
 
 def predict_state_bytes(model: nn.Module, **_) -> int:
     # m and v in the parameter's dtype, of this rank's shard (the whole tensor without FSDP).
-    return sum(2 * local(p).numel() * p.element_size() for p in trainable(model))
+    return two_moments_bytes(model)
 
 
 SPEC = register(OptimizerSpec(

@@ -25,9 +25,8 @@ import math
 import pytorch_optimizer as po
 from torch import nn
 
-from .base import local
 from .external import TorchOptimConventions
-from .grouping import decay_groups, trainable
+from .grouping import decay_groups, two_moments_bytes
 from .registry import OptimizerSpec, check_common, check_range, check_tuple, register
 
 
@@ -55,7 +54,7 @@ def build(model: nn.Module, lr, betas, eps, weight_decay, r, weight_lr_power,
 def predict_state_bytes(model: nn.Module, **_) -> int:
     # z and v in the parameter's dtype, of this rank's shard; the step and averaging weights
     # are per group.
-    return sum(2 * local(p).numel() * p.element_size() for p in trainable(model))
+    return two_moments_bytes(model)
 
 
 SPEC = register(OptimizerSpec(
