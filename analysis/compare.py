@@ -308,6 +308,8 @@ def _choose_baselines(arms: pd.DataFrame, requested: str | None, tokens: int, fo
     out = {}
     for model, g in arms.groupby("model", sort=False):
         if want is not None:
+            if requested is None and not (g.optimizer == want["optimizer"]).any():
+                continue  # the declared baseline did not run here (only=[...]): the report says so
             pick = g[(g.optimizer == want.get("optimizer"))
                      & g.lr_source.str.startswith(want.get("lr") or "", na=False)]
         else:

@@ -260,6 +260,9 @@ def test_a_declared_baseline_comes_before_the_default(tmp_path):
     (suite / "suite.json").write_text(json.dumps({"baseline": {"optimizer": "adam_mini", "lr": "default"}}))
     assert compare(suite)[0].baseline == {"nano": "adam_mini lr=0.001"}
     assert compare(suite, baseline="adamw")[0].baseline == {"nano": "adamw lr=0.001"}  # --baseline wins
+    # a declared baseline that did not run (only=[...] left it out): no baseline, not an error
+    (suite / "suite.json").write_text(json.dumps({"baseline": {"optimizer": "lamb"}}))
+    assert compare(suite)[0].baseline == {}
 
 
 def test_lr_sources_from_the_run_folders(tmp_path, shipped_tuned):
