@@ -27,7 +27,7 @@ SMALL_RUN = [
 # The tiny suite's mechanics with the config's defaults: every optimizer at its default lr (its
 # own lrs are tuned at its own budget, suites/tuned.yaml, not at SMALL_RUN's), one run at a time,
 # seeded TPE tuning in this process.
-TINY = ["suite=tiny", "optimizers=all", "seeds=[0]", "workers=1", "branches=null",
+TINY = ["suite=tiny", "optimizers=all", "seeds=[0]", "workers=1", "branches=null", "baseline=adamw",
         "tune.trials=20", "tune.sampler=tpe", "tune.workers=1"]
 
 
