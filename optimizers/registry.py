@@ -1,6 +1,10 @@
 """The optimizer registry: a name -> how to build it, its defaults, and its predicted state size.
 
-Users register their own optimizer with `register(...)`; suites then name it like a built-in.
+Users register their own optimizer with `register(...)` (or from an installed package, through
+the `optarena.optimizers` entry points: optimizers/plugins.py); suites then name it like a
+built-in. A config's optimizer section may instead name a class or factory by import path
+(`_target_`, optimizers/from_config.py): `build`, `resolve_hparams` and `predict_state` take
+either, since the section is all a launcher's worker gets.
 """
 
 from __future__ import annotations
@@ -22,10 +26,15 @@ class OptimizerSpec:
     name: str
     # build(model, **hparams) -> Optimizer; hparams are the defaults overlaid with the user's.
     build: Callable[..., torch.optim.Optimizer]
-    # predict_state_bytes(model, **hparams) -> int, from shapes alone (no step taken).
-    predict_state_bytes: Callable[..., int]
+    # predict_state_bytes(model, **hparams) -> int, from shapes alone (no step taken). None: found
+    # by stepping a copy of the model with the shapes alone (optimizers/state_prediction.py).
+    predict_state_bytes: Callable[..., int] | None = None
     # Every option the optimizer accepts, with its default; anything else is rejected.
     defaults: dict[str, Any] = field(default_factory=dict)
+    # Options it takes without a default (a config class's required arguments, e.g. its lr).
+    required: tuple[str, ...] = ()
+    # Whether it takes options it does not name (a class with **kwargs): building it checks them.
+    open: bool = False
     # Options derived from the run's budget (e.g. AdEMAMix's warmups), filled in by the runner.
     budget_options: tuple[str, ...] = ()
     # (lo, hi): where a tuner searches lr, log-uniformly, at GPT-2-like scales. None: a decade
@@ -40,16 +49,31 @@ def register(spec: OptimizerSpec) -> OptimizerSpec:
     """Register `spec` under its name; returns it as registered (lr_range filled in)."""
     if "lr" not in spec.defaults:
         raise ValueError(f"optimizer {spec.name!r}: defaults must include lr")
-    lr_range = spec.lr_range
-    if lr_range is None and _is_number(spec.defaults["lr"]):
-        lr_range = (spec.defaults["lr"] / 10, spec.defaults["lr"] * 10)
-    if not (isinstance(lr_range, (tuple, list)) and len(lr_range) == 2
-            and all(map(_is_number, lr_range)) and 0 < lr_range[0] < lr_range[1] < math.inf):
-        raise ValueError(f"optimizer {spec.name!r}: lr_range={spec.lr_range!r} must be (lo, hi) "
-                         "with 0 < lo < hi < inf")
-    spec = dataclasses.replace(spec, lr_range=(float(lr_range[0]), float(lr_range[1])))
+    try:
+        lr_range = lr_range_of(spec.lr_range, spec.defaults["lr"])
+    except ValueError as e:
+        raise ValueError(f"optimizer {spec.name!r}: {e}") from None
+    if lr_range is None:
+        raise ValueError(f"optimizer {spec.name!r}: lr_range=None must be (lo, hi) with 0 < lo < hi "
+                         "< inf when the default lr is not a number")
+    spec = dataclasses.replace(spec, lr_range=lr_range)
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def lr_range_of(given, lr) -> tuple[float, float] | None:
+    """`given` checked as (lo, hi), or a decade either side of lr (of a grid's ends, for a list);
+    None when neither says (lr: tuned)."""
+    grid = lr if isinstance(lr, (list, tuple)) else [lr]
+    lr_range = given
+    if given is None and grid and all(_is_number(v) and v > 0 for v in grid):
+        lr_range = (min(grid) / 10, max(grid) * 10)
+    if given is None and lr_range is None:
+        return None
+    if not (isinstance(lr_range, (tuple, list)) and len(lr_range) == 2
+            and all(map(_is_number, lr_range)) and 0 < lr_range[0] < lr_range[1] < math.inf):
+        raise ValueError(f"lr_range={given!r} must be (lo, hi) with 0 < lo < hi < inf")
+    return float(lr_range[0]), float(lr_range[1])
 
 
 def _is_number(value) -> bool:
@@ -69,28 +93,70 @@ def spec(name: str) -> OptimizerSpec:
     return _REGISTRY[name]
 
 
-def resolve_hparams(name: str, **hparams) -> dict[str, Any]:
-    """The defaults overlaid with `hparams`, after rejecting options the optimizer does not know."""
-    s = spec(name)
-    unknown = sorted(set(hparams) - set(s.defaults))
+def spec_of(section: dict) -> OptimizerSpec:
+    """The spec of a config's optimizer section: {name, **hparams} names a registered optimizer;
+    with a `_target_` key it is an optimizer from config alone (optimizers/from_config.py)."""
+    if "_target_" not in section:
+        return spec(section.get("name"))
+    from . import from_config  # it builds on this module
+
+    return from_config.spec(section)
+
+
+def options(s: OptimizerSpec) -> list[str]:
+    return [*s.defaults, *s.required]
+
+
+def accepts(s: OptimizerSpec, option: str) -> bool:
+    return s.open or option in s.defaults or option in s.required
+
+
+def _resolve(name: str, hparams: dict) -> tuple[OptimizerSpec, dict, dict]:
+    """(spec, what the section says of the spec itself, the hyper-parameters to build with)."""
+    s = spec_of({"name": name, **hparams})
+    own: dict = {}
+    if "_target_" in hparams:
+        from . import from_config
+
+        own, hparams = from_config.split(hparams)
+    unknown = sorted(k for k in hparams if not accepts(s, k))
     if unknown:
         raise ValueError(
-            f"optimizer {name!r}: unknown option(s) {unknown}; it accepts {sorted(s.defaults)}"
+            f"optimizer {name!r}: unknown option(s) {unknown}; it accepts {sorted(options(s))}"
         )
     merged = {**s.defaults, **hparams}
     if "betas" in merged and merged["betas"] is not None:
         if not isinstance(merged["betas"], (list, tuple)):
             raise ValueError(f"optimizer {name!r}: betas={merged['betas']!r} must be a list of numbers")
         merged["betas"] = tuple(merged["betas"])
-    return merged
+    return s, own, merged
+
+
+def resolve_hparams(name: str, **hparams) -> dict[str, Any]:
+    """The defaults overlaid with `hparams`, after rejecting options the optimizer does not know;
+    for an optimizer from config, its `_target_` and `param_groups` first (what a run records)."""
+    _, own, merged = _resolve(name, hparams)
+    return {**own, **merged}
 
 
 def build(name: str, model: nn.Module, **hparams) -> torch.optim.Optimizer:
-    return spec(name).build(model, **resolve_hparams(name, **hparams))
+    s, _, merged = _resolve(name, hparams)
+    return s.build(model, **merged)
+
+
+def predict_state(name: str, model: nn.Module, **hparams) -> tuple[int, str | None]:
+    """(state bytes, how they were found): None for an optimizer's own count from the shapes,
+    else which copy of the model one step was taken on (state_prediction.py)."""
+    s, own, merged = _resolve(name, hparams)
+    if s.predict_state_bytes is not None:
+        return s.predict_state_bytes(model, **merged), None
+    from .state_prediction import by_stepping  # it counts with state_bytes, below
+
+    return by_stepping(lambda m: s.build(m, **merged), model, key=(s.name, own, merged))
 
 
 def predict_state_bytes(name: str, model: nn.Module, **hparams) -> int:
-    return spec(name).predict_state_bytes(model, **resolve_hparams(name, **hparams))
+    return predict_state(name, model, **hparams)[0]
 
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:

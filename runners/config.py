@@ -59,6 +59,12 @@ def _miniature(mcfg):
     return GPT(replace(mcfg, vocab_size=8, block_size=8, n_layer=1, n_embd=2 * mcfg.n_head))
 
 
+def _target_problem(name: str, target: str, e: Exception) -> str:
+    why = str(e).strip().splitlines()
+    return (f"optimizer: {name} ({target}) cannot be built with these hyper-parameters on a miniature "
+            f"model: {type(e).__name__}{': ' + why[0] if why else ''}")
+
+
 def resolve_run(raw: dict, world_size: int = 1, check_data: bool = True) -> dict:
     """The resolved run config, or ConfigError listing every problem."""
     # A run's config is these keys; the rest (suite-level keys) describe how runs are made.
@@ -95,10 +101,12 @@ def resolve_run(raw: dict, world_size: int = 1, check_data: bool = True) -> dict
         budget["warmup_steps"] = _warmup_steps(errors, budget["warmup"], steps)
 
     # optimizer
+    name = opt.get("name")
+    # The tuner's range says nothing of what a run computes: it stays out of the run's record.
+    hparams = {k: v for k, v in opt.items() if k not in ("name", "lr_range")}
+    target = hparams.get("_target_")
     try:
-        name = opt.get("name")
-        hparams = {k: v for k, v in opt.items() if k != "name"}
-        spec = optimizers.spec(name)
+        spec = optimizers.spec_of(opt)
         for key in spec.budget_options:
             if hparams.get(key) is None and steps is not None:
                 hparams[key] = steps
@@ -106,9 +114,13 @@ def resolve_run(raw: dict, world_size: int = 1, check_data: bool = True) -> dict
         if cfg["optimizer"].get("betas") is not None:
             cfg["optimizer"]["betas"] = list(cfg["optimizer"]["betas"])
         if mcfg is not None:  # let the optimizer check its values now, on a miniature model
-            spec.build(_miniature(mcfg), **optimizers.resolve_hparams(name, **hparams))
+            optimizers.build(name, _miniature(mcfg), **hparams)
     except (ValueError, TypeError) as e:
-        errors.append(f"optimizer: {e}")
+        errors.append(f"optimizer: {e}" if target is None else _target_problem(name, target, e))
+    except Exception as e:  # a user's own optimizer may raise anything; a built-in's is a bug
+        if target is None:
+            raise
+        errors.append(_target_problem(name, target, e))
 
     # data: seed s is the pair (initial weights s, data order s) unless data.seed says otherwise
     if data["seed"] is None:

@@ -109,9 +109,16 @@ def _groups(hydra) -> dict[str, list[str]]:
 def _raw_compose(hydra, overrides: list[str]) -> dict:
     cfg = hydra.compose_config(config_name="config", overrides=overrides, run_mode=RunMode.RUN,
                                from_shell=False, with_log_configuration=False)
+    choice = cfg.hydra.runtime.choices.get("optimizer")
     with open_dict(cfg):
         cfg.pop("hydra", None)
-    return OmegaConf.to_container(cfg, resolve=True)
+    out = OmegaConf.to_container(cfg, resolve=True)
+    opt = out.get("optimizer")
+    if isinstance(opt, dict) and isinstance(opt.get("_target_"), str) and "name" not in opt:
+        # An optimizer named by import path is called as its config file is (optimizer/NAME.yaml),
+        # or else by that path, which no registered name can be (the run_id's name part)
+        opt["name"] = choice or opt["_target_"]
+    return out
 
 
 def _flat_keys(d: dict, prefix: str = "") -> list[str]:
@@ -235,6 +242,7 @@ def compose_config(overrides: list[str], config_dir: str | None = None, multirun
     # A sweep's first value stands in for the composition; the grid replaces it afterwards.
     line = [f"{_key(o)}={_values(o)[0]}" if o.is_sweep_override() else _for_hydra(o) for o in parsed]
     line = _one_of_tokens_or_steps(parsed, line)
+    line = _optimizer_by_import_path(parsed, line)
     with hydra_session(config_dir) as hydra:
         groups = _groups(hydra)
         _check_choices(parsed, groups)
@@ -273,6 +281,22 @@ def _one_of_tokens_or_steps(parsed, line: list[str]) -> list[str]:
         if key in typed and other not in typed:
             line = [*line, f"{other}=null"]
     return line
+
+
+def _optimizer_by_import_path(parsed, line: list[str]) -> list[str]:
+    """`optimizer._target_=pkg.Class optimizer.lr=...` typed: the optimizer section is made of what
+    is typed alone (no group's defaults under it), and a group choice that is a user's own file
+    (optimizer/NAME.yaml, perhaps a `_target_`) takes keys its file does not list, as a class takes
+    options of its own; runners.schema checks each key against the optimizer."""
+    keys = {_key(o): o for o in parsed}
+    typed = "optimizer._target_" in keys and "optimizer" not in keys
+    own_file = ("optimizer" in keys and not keys["optimizer"].is_sweep_override()
+                and keys["optimizer"].value() not in optimizers.names())
+    if not (typed or own_file):
+        return line
+    out = [text if not _key(o).startswith("optimizer.") or o.is_add() or o.is_delete() or o.is_force_add()
+           else ("+" if typed else "++") + text for o, text in zip(parsed, line)]
+    return (["~optimizer"] if typed else []) + out + line[len(parsed):]
 
 
 def apply_sweeps(cfg: dict, sweeps: dict[str, list], parsed) -> dict:

@@ -1,6 +1,7 @@
 """What a run will cost before it runs: FLOPs, time on a device, and peak memory.
 
-Peak memory = weights + gradients + optimizer state (optimizers.predict_state_bytes, exact) +
+Peak memory = weights + gradients + optimizer state (optimizers.predict_state: exact, from each
+optimizer's own count or, without one, one step on a shape-identical copy of the model) +
 activations of one micro-batch. The activation term counts what autograd keeps per token for our
 GPT-2 (16 * n_embd values per layer: both layer-norm inputs and outputs, qkv, the attention
 output, the residual stream, the MLP's 4x hidden before and after GELU; SDPA keeps no T x T
@@ -40,6 +41,9 @@ class Estimate:
     state: int
     activations: int
     device_memory: int
+    # How the state bytes were found when not by the optimizer's own count from the shapes
+    # (an optimizer from config or a plugin without one: optimizers/state_prediction.py).
+    state_found_by: str | None = None
 
     @property
     def peak(self) -> int:
@@ -120,11 +124,11 @@ def estimate(cfg: dict, device: str, world_size: int = 1) -> Estimate:
     flops = model.flops_per_token(b["seq_len"]) * (trained + evals * cfg["data"]["val_tokens"] / 3)
     rate, memory = device_of(device)
     micro = cfg["train"].get("micro_batch") or b["global_batch"] // world_size
+    state, found_by = optimizers.predict_state(cfg["optimizer"]["name"], model, **hp)
     return Estimate(
-        flops=flops, seconds=flops / (rate * world_size), weights=4 * n, grads=4 * n,
-        state=optimizers.predict_state_bytes(cfg["optimizer"]["name"], model, **hp),
+        flops=flops, seconds=flops / (rate * world_size), weights=4 * n, grads=4 * n, state=state,
         activations=activation_bytes(model.config, micro, b["seq_len"], device != "cpu"),
-        device_memory=memory,
+        device_memory=memory, state_found_by=found_by,
     )
 
 

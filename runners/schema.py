@@ -7,7 +7,8 @@ may be written as an integral float (`budget.steps=1e3`). The defaults live in t
 of suites/ (Hydra's convention); this module only says what is valid.
 
 Optimizer hyper-parameters are checked here for their kind only (a number, a flag, a list of so
-many numbers), from the registry's defaults; their ranges stay with each optimizer.
+many numbers), from the registry's defaults (or, for an optimizer named by `_target_`, its class's
+signature); their ranges stay with each optimizer.
 """
 
 from __future__ import annotations
@@ -361,21 +362,41 @@ def closest(word, candidates) -> str | None:
 def _check_optimizer(opt: dict, errors: list[str]) -> None:
     name = opt.get("name")
     try:
-        spec = optimizers.spec(name)
+        spec = optimizers.spec_of(opt)
+    except optimizers.SpecError as e:  # a `_target_` section: the message starts with its key
+        errors.append(f"optimizer.{e}")
+        return
     except ValueError as e:
         errors.append(f"optimizer.name: {e}" + did_you_mean(name, optimizers.names()))
         return
+    target = "_target_" in opt
+    if target and (problem := taken_name(name, "optimizer.name=")):
+        errors.append(f"optimizer.name={show(name)}: {problem}")
     for k, v in opt.items():
-        if k == "name":
+        if k == "name" or (target and k in optimizers.SPEC_KEYS):
             continue
-        if k not in spec.defaults:
-            close = closest(k, spec.defaults)
+        if not optimizers.accepts(spec, k):
+            known = optimizers.options(spec)
+            close = closest(k, known)
             errors.append(f"unknown key optimizer.{k}: {name} has " + (
-                f"no {k}; did you mean optimizer.{close}?" if close else f"{', '.join(spec.defaults)}"))
+                f"no {k}; did you mean optimizer.{close}?" if close else f"{', '.join(known)}"))
             continue
-        problem = hparam_problem(spec.defaults[k], v)
-        if problem:
-            errors.append(f"optimizer.{k}={show(v)}: {problem} ({name})")
+        # A class's None default says nothing of the kind it takes (a registered one's: a number).
+        if k in spec.defaults and not (target and spec.defaults[k] is None):
+            problem = hparam_problem(spec.defaults[k], v)
+            if problem:
+                errors.append(f"optimizer.{k}={show(v)}: {problem} ({name})")
+
+
+def taken_name(name, rename: str) -> str | None:
+    """Why an optimizer named by `_target_` cannot be called `name`, if it cannot; `rename` says
+    where the name is set, e.g. "optimizer.name=" (a `my_` name is proposed after it)."""
+    if name in optimizers.names():
+        return (f"the name of a registered optimizer; name yours another way ({rename}my_{name}), so "
+                "that results never mix the two")
+    if not (isinstance(name, str) and name and name.isprintable() and "/" not in name):
+        return f"not a name for run folders: name it without '/' ({rename}my_optimizer)"
+    return None
 
 
 def hparam_problem(default, v) -> str | None:

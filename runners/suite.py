@@ -30,7 +30,7 @@ import yaml
 import optimizers
 from models import PRESETS
 from runners import plan as planning
-from runners import resume
+from runners import resume, schema
 from runners.config import ConfigError, resolve_run, run_id
 from runners.data import DataError, open_data, prepare_on_first_use
 from runners.hydra_app import SUITES_DIR, compose_config
@@ -93,13 +93,32 @@ def optimizer_arms(suite_cfg: dict, errors: list[str]) -> dict[str, dict]:
         if hparams is not None and not isinstance(hparams, dict):
             errors.append(f"optimizers.{name}={hparams!r}: give a mapping of hyper-parameters")
             continue
+        hparams = hparams or {}
         try:
-            accepted = optimizers.spec(name).defaults
-        except ValueError as e:
-            errors.append(f"optimizers.{name}: {e}")
+            spec = optimizers.spec_of({"name": name, **hparams})
+        except optimizers.SpecError as e:  # an optimizer from config: the message starts with its key
+            errors.append(f"optimizers.{name}.{e}")
             continue
-        out[name] = {**{k: v for k, v in shared.items() if k in accepted}, **(hparams or {})}
+        except ValueError as e:
+            errors.append(f"optimizers.{name}: {e}" + (" (or name a class by import path: "
+                          f"optimizers.{name}._target_=package.module.Class)" if not hparams else ""))
+            continue
+        if "_target_" in hparams and (problem := _target_arm_problem(suite_cfg, name, hparams, spec)):
+            errors.append(problem)
+            continue
+        out[name] = {**{k: v for k, v in shared.items() if optimizers.accepts(spec, k)}, **hparams}
     return out
+
+
+def _target_arm_problem(suite_cfg: dict, name: str, hparams: dict, spec) -> str | None:
+    """What an arm named by `_target_` needs beyond its own keys: a name of its own (the run_id's
+    and the report's), and a range for the tuner when its lr is tuned."""
+    if problem := schema.taken_name(name, "optimizers."):
+        return f"optimizers.{name}: {problem}"
+    if hparams["lr"] == "tuned" and spec.lr_range is None and (suite_cfg.get("tune") or {}).get("lr_range") is None:
+        return (f"optimizers.{name}.lr_range: missing: its lr is tuned, so give the range it is tuned "
+                "over, [lo, hi] (or tune.lr_range)")
+    return None
 
 
 def suite_seeds(suite_cfg: dict) -> list:
@@ -147,7 +166,8 @@ def _tuned_lr(suite_cfg: dict, model: str, name: str, errors: list[str]) -> floa
 
 
 def _lrs(suite_cfg: dict, model: str, name: str, hparams: dict, errors: list[str]) -> list:
-    lr = hparams.get("lr", optimizers.spec(name).defaults["lr"])
+    # an arm named by `_target_` always says its lr (optimizers.from_config)
+    lr = hparams["lr"] if "lr" in hparams else optimizers.spec(name).defaults["lr"]
     if lr == "tuned":
         found = _tuned_lr(suite_cfg, model, name, errors)
         return [found] if found is not None else []
@@ -302,9 +322,11 @@ def plan_text(suite_cfg: dict, resolved: list[dict], device: str) -> str:
     ws = world_size(suite_cfg)
     rows = [("model", "optimizer", "lr", "seed", "run_id", "status", "est. time", "peak mem", "fits",
              "checkpoint")]
-    total, flops, disk, to_write = 0.0, 0.0, 0, []
+    total, flops, disk, to_write, found_by = 0.0, 0.0, 0, [], {}
     for cfg in resolved:
         est, status = planning.estimate(cfg, device, ws), run_status(cfg)
+        if est.state_found_by:
+            found_by[f"state of {cfg['optimizer']['name']}: {est.state_found_by}"] = None
         total += est.seconds
         flops += est.flops
         disk += est.checkpoint
@@ -320,7 +342,7 @@ def plan_text(suite_cfg: dict, resolved: list[dict], device: str) -> str:
     foot = (f"total: {flops:.3g} FLOPs, about {planning.human_seconds(total)} on {device}; "
             f"checkpoints: {planning.human_bytes(disk)} on disk under {suite_cfg['results_dir']}")
     warning = disk_warning(suite_cfg, to_write)
-    return "\n".join([head, planning.text_table(rows), foot, *([warning] if warning else [])])
+    return "\n".join([head, planning.text_table(rows), foot, *found_by, *([warning] if warning else [])])
 
 
 def plan_device(suite_cfg: dict) -> str:

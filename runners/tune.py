@@ -152,7 +152,8 @@ def study_specs(suite_cfg: dict, opts: dict) -> list[dict]:
     if opts["trial_seed"] in evaluated:
         raise ConfigError([f"tune.trial_seed={opts['trial_seed']} is one of the suite's seeds {evaluated}: "
                            "tuning must not see the evaluation seeds; pick another tune.trial_seed"])
-    ranges = {n: opts["lr_range"] or list(optimizers.spec(n).lr_range) for n in arms}
+    ranges = {n: opts["lr_range"] or list(optimizers.spec_of({"name": n, **hp}).lr_range)
+              for n, hp in arms.items()}
     # The lr is what is tuned: whatever the suite says of it (a grid, `tuned`) is set aside.
     one_run_each = {**suite_cfg, "optimizers": {n: {**hp, "lr": ranges[n][0]} for n, hp in arms.items()},
                     "optimizer_defaults": {}, "only": None, "seeds": [opts["trial_seed"]]}
@@ -169,7 +170,7 @@ def study_specs(suite_cfg: dict, opts: dict) -> list[dict]:
             continue
         space = {"lr": [lo, hi, True]}
         for key, (param, _, log) in SEARCH_RANGES.items():
-            if opts[key] and (param != "weight_decay" or param in optimizers.spec(name).defaults):
+            if opts[key] and (param != "weight_decay" or param in optimizers.spec_of(raw["optimizer"]).defaults):
                 space[param] = [*opts[key], log]
         study = f"{suite_cfg['suite']}-{model}-{name}"
         spec = {"study": study, "family": study, "model": model, "optimizer": name,

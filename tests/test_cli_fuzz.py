@@ -56,6 +56,10 @@ OVERRIDES = [
     ("train", "optimizer.name=adamx", "unknown optimizer 'adamx'"),
     ("train", "optimizer=lamb2", "unknown optimizer 'lamb2'"),
     ("train", "optimizer.lr=1e-3,3e-3", "optimizer.lr=1e-3,3e-3: a sweep; add -m"),
+    ("train", "optimizer._target_=nopkg.Lion optimizer.lr=1e-3", "optimizer._target_=nopkg.Lion: cannot import nopkg"),
+    ("train", "optimizer._target_=torch.optim.AdamW", "optimizer.lr: missing: give the peak lr"),
+    ("train", "optimizer._target_=torch.optim.AdamW optimizer.lr=1e-3 optimizer.name=adamw",
+     "optimizer.name='adamw': the name of a registered optimizer; name yours another way (optimizer.name=my_adamw)"),
     ("train", "data.val_tokens=20", "data.val_tokens=20 gives no full validation window"),
     ("train", "data.val_tokens=0", "data.val_tokens=0"),
     ("train", "data.seed=-1", "data.seed=-1"),
@@ -119,6 +123,39 @@ SUITE_FILES = [
     ("only", "# @package _global_\nonly: adamw\n", "only='adamw'"),
     ("trainkey", "# @package _global_\ntrain:\n  devise: cpu\n", "unknown key train.devise: did you mean train.device?"),
     ("tunedmissing", "# @package _global_\noptimizers: {adamw: {lr: tuned}}\n", "optimizers.adamw.lr=tuned"),
+    # optimizers named by import path (optimizers/from_config.py)
+    ("targetimport", "# @package _global_\noptimizers: {my_lion: {_target_: nopkg.optim.Lion, lr: 1e-3}}\n",
+     "optimizers.my_lion._target_=nopkg.optim.Lion: cannot import nopkg: no module named 'nopkg'; put the folder"),
+    ("targetattr", "# @package _global_\noptimizers: {my_adamw: {_target_: torch.optim.AdamX, lr: 1e-3}}\n",
+     "optimizers.my_adamw._target_=torch.optim.AdamX: cannot import torch.optim.AdamX: torch.optim has no AdamX "
+     "(did you mean torch.optim.Adam?)"),
+    ("targetpath", "# @package _global_\noptimizers: {my_adamw: {_target_: AdamW, lr: 1e-3}}\n",
+     "optimizers.my_adamw._target_=AdamW: give the import path of a class or function, package.module.Name"),
+    ("targetrule", "# @package _global_\noptimizers: {my_adamw: {_target_: torch.optim.AdamW, lr: 1e-3, "
+     "param_groups: decy}}\n", "optimizers.my_adamw.param_groups=decy: choose one of decay, no_decay, muon_style, "
+     "or {_target_: pkg.fn} for fn(model) -> param groups (did you mean decay?)"),
+    ("targetadamw", "# @package _global_\noptimizers: {my_muon: {_target_: torch.optim.Muon, lr: 0.02, "
+     "param_groups: {rule: muon_style, adamw: {lrr: 1e-3}}}}\n",
+     "optimizers.my_muon.param_groups={\"rule\": \"muon_style\", \"adamw\": {\"lrr\": 0.001}}: muon_style takes "
+     "{adamw: {lr, betas, eps, weight_decay}}, not lrr"),
+    ("targetgroupfn", "# @package _global_\noptimizers: {my_adamw: {_target_: torch.optim.AdamW, lr: 1e-3, "
+     "param_groups: {_target_: nopkg.groups}}}\n", "optimizers.my_adamw.param_groups._target_=nopkg.groups: cannot import"),
+    ("targetlr", "# @package _global_\noptimizers: {my_adamw: {_target_: torch.optim.AdamW}}\n",
+     "optimizers.my_adamw.lr: missing: give the peak lr"),
+    ("targetrange", "# @package _global_\noptimizers: {my_adamw: {_target_: torch.optim.AdamW, lr: 1e-3, "
+     "lr_range: [1e-2, 1e-3]}}\n", "optimizers.my_adamw.lr_range=[0.01, 0.001]: give [lo, hi] with 0 < lo < hi"),
+    ("targettuned", "# @package _global_\noptimizers: {my_adamw: {_target_: torch.optim.AdamW, lr: tuned}}\n",
+     "optimizers.my_adamw.lr_range: missing: its lr is tuned"),
+    ("targetname", "# @package _global_\noptimizers: {adamw: {_target_: torch.optim.AdamW, lr: 1e-3}}\n",
+     "optimizers.adamw: the name of a registered optimizer; name yours another way (optimizers.my_adamw)"),
+    ("targetoption", "# @package _global_\noptimizers: {my_adamw: {_target_: torch.optim.AdamW, lr: 1e-3, "
+     "wieght_decay: 0.1}}\n", "unknown key optimizer.wieght_decay: my_adamw has no wieght_decay; did you mean "
+     "optimizer.weight_decay?"),
+    ("targetkind", "# @package _global_\noptimizers: {my_adamw: {_target_: torch.optim.AdamW, lr: 1e-3, "
+     "betas: [0.9]}}\n", "optimizer.betas=[0.9]: must be a list of 2 finite numbers (my_adamw)"),
+    ("targetvalue", "# @package _global_\noptimizers: {my_adamw: {_target_: torch.optim.AdamW, lr: -1.0}}\n",
+     "optimizer: my_adamw (torch.optim.AdamW) cannot be built with these hyper-parameters on a miniature model: "
+     "ValueError: Invalid learning rate: -1.0"),
 ]
 
 
@@ -170,6 +207,8 @@ def test_every_problem_at_once(tmp_path, monkeypatch, capsys, shakespeare_bytes)
     ("runners.train", ["budgt.tokens=2e4"], "did you mean budget.tokens?"),
     ("runners.suite", ["suite=tiny", "seeds=100000"], "seeds=100000"),
     ("runners.tune", ["suite=tiny", "tune.trials=0"], "tune.trials=0"),
+    ("runners.suite", ["optimizers={my_lion: {_target_: nopkg.Lion, lr: 1e-3}}"],
+     "optimizers.my_lion._target_=nopkg.Lion: cannot import nopkg"),
 ])
 def test_real_interpreters_exit_2_with_one_line(module, args, needle, tmp_path):
     out = subprocess.run([sys.executable, "-m", module, *args, f"results_dir={tmp_path / 'r'}"],
