@@ -71,6 +71,8 @@ class Law:
         if self.fit is not None:
             a, b, c = self.fit
             return a * d ** -b + c
+        if len(self.tokens) < 2:  # one budget left (the others failed): no curve through it
+            return np.full(d.shape, math.nan)
         return PchipInterpolator(np.log(self.tokens), self.mean, extrapolate=False)(np.log(d))
 
     @property

@@ -162,6 +162,18 @@ def test_several_budgets_get_a_part_each(tmp_path):
                      r"at its largest budget \(2,457,600 tokens\) \|", section)
 
 
+def test_a_baseline_that_failed_at_all_but_one_budget_still_gets_a_report(tmp_path):
+    """Branches that could not start (their parents ran without keeping checkpoints) fail: the
+    baseline's law then has one budget, and the report says no speedup can be read, not crash."""
+    s = tmp_path / "tiny"
+    write_suite(s, offsets={"adamw": 0.0, "adam_mini": -0.05}, diverged={}, steps=STEPS)
+    for seed in (0, 1, 2):
+        for optimizer in ("adamw", "adam_mini"):
+            write_run(s, optimizer, seed, steps=2 * STEPS, status="failed", error="RunError: no kept checkpoint")
+    assert main([str(s)]) == 0
+    assert "Token-equivalent speedup" in (s / "report.md").read_text()
+
+
 def test_twelve_arms_plot(tmp_path):
     s = tmp_path / "tiny"
     for opt in ("adamw", "adam_mini", "sm3", "lamb"):

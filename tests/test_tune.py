@@ -110,7 +110,7 @@ def test_the_tuned_lr_feeds_a_suite_and_its_report(grid_study):
     table = load_tuning(results / "tiny")
     assert len(table) == 8 and set(table.status) <= {"completed", "pruned", "diverged"}
     with pytest.raises(ConfigError, match=r"no lr for nano/adamw at this budget of 6,144 tokens "
-                                          r"\(tuned at 3,072, 102,400 tokens only\)"):
+                                          r"\(tuned at 3,072, 81,920 tokens only\)"):
         expand(compose_config([*overrides, "budget.steps=24"]))  # tuned at another budget: refused
     run_suite(overrides)  # one run at the tuned lr, then the report
     report = (results / "tiny" / "report.md").read_text()
