@@ -83,7 +83,7 @@ OVERRIDES = [
     ("suite", "force=yes", "force='yes'"),
     ("suite", "optimizers=[adam_mini,lamb] baseline=adamw", "baseline=adamw: not among the suite's optimizers (adam_mini, lamb)"),
     ("suite", "baseline={optimizer:adamw,lr:best}", "lr: best}: lr='best': choose one of default, shared, grid, tuned"),
-    ("suite", "baseline=[adamw]", "baseline=[adamw]: Cannot merge DictConfig with ListConfig"),
+    ("suite", "baseline=[adamw]", "baseline=[adamw]: give an optimizer's name"),
     ("suite", "baseline=17", "baseline=17: give an optimizer's name"),
     ("suite", "launcher=torchrun launcher.nproc_per_node=0", "launcher.nproc_per_node=0"),
     ("suite", "launcher=slurm launcher.nodes=0", "launcher.nodes=0"),
