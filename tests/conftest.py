@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("WANDB_MODE", "disabled")
 
+from tests.slurm_cluster import slurm_cluster  # noqa: E402,F401  (one cluster for every module)
+
 # A run small enough for a test: a 2-layer nano model, 8 sequences of 32 tokens per step.
 SMALL_RUN = [
     "model.n_layer=2", "model.n_embd=64", "model.block_size=32", "budget.seq_len=32",

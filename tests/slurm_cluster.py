@@ -1,6 +1,7 @@
 """A real single-node SLURM cluster with accounting, for the tests marked `slurm`.
 
-    from tests.slurm_cluster import slurm_cluster  # noqa: F401  (then ask for the fixture)
+tests/conftest.py imports the fixture, so that every test module shares the one cluster (a
+module importing it itself would start a second cluster on the same ports).
 
 The session fixture installs the Debian packages when they are missing (CI starts from a clean
 machine), starts munged, MariaDB, slurmdbd, slurmctld and slurmd under a temp folder through

@@ -22,7 +22,6 @@ from runners import plan as planning
 from runners.hydra_app import compose_config
 from runners.suite import resolve_all, run_suite
 from tests.conftest import REPO, SMALL_RUN
-from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the fixture)
 
 SHORT = [*SMALL_RUN, "budget.steps=4", "budget.eval_every=2"]
 

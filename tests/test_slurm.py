@@ -22,7 +22,6 @@ from runners.launch.slurm import RECORD, JobsFailed, squeue
 from runners.run_folder import read_json
 from runners.suite import resolve_all, run_folder
 from runners.train import run
-from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the fixture)
 from tests.test_train import _metrics
 
 pytestmark = pytest.mark.slurm
