@@ -52,9 +52,10 @@ def keep(folder: RunFolder, step: int) -> None:
     atomic_write(listing, json.dumps(entry) + "\n")
 
 
-def start(folder: RunFolder, cfg: dict, model, opt) -> dict:
+def start(folder: RunFolder, cfg: dict, model, opt, write_rows: bool = True) -> dict:
     """A branch's first start: load its parent's kept checkpoint into `model` and `opt`, give the
-    branch its parent's metrics rows up to that step, and return the checkpoint's progress."""
+    branch its parent's metrics rows up to that step (`write_rows`: on rank 0 only), and return
+    the checkpoint's progress."""
     branch = cfg["branch"]
     parent = folder.path.parent / branch["parent"]
     kept, listing = _kept(RunFolder(parent), branch["from_step"])
@@ -69,10 +70,11 @@ def start(folder: RunFolder, cfg: dict, model, opt) -> dict:
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
-    rows = [line for line in (parent / "metrics.jsonl").read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= branch["from_step"]]
-    folder.path.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder.metrics_path, "".join(f"{line}\n" for line in rows))
+    if write_rows:
+        rows = [line for line in (parent / "metrics.jsonl").read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= branch["from_step"]]
+        folder.path.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder.metrics_path, "".join(f"{line}\n" for line in rows))
     return {**entry["progress"], "branched_from": branch}
 
 
