@@ -20,56 +20,65 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 from pathlib import Path
 
-import torch
-
-from runners.checkpoint import STATE_FILE, _crc32, set_rng_state
+from runners.checkpoint import STATE_FILE, damage, restore
 from runners.config import ConfigError, resolve_run, run_id
 from runners.run_folder import RunError, RunFolder, atomic_write, read_json, replace, temp_path
 from runners.schedule import cooldown_start
 
-KEPT_DIR = "kept"  # in a main run's ckpt/: step-<N>.pt and step-<N>.json, for its branches
+KEPT_DIR = "kept"  # in a main run's ckpt/: step-<N>.pt (an FSDP2 run: folder step-<N>) and step-<N>.json
 
 
-def _kept(folder: RunFolder, step: int) -> tuple[Path, Path]:
-    where = folder.ckpt_dir / KEPT_DIR
-    return where / f"step-{step}.pt", where / f"step-{step}.json"
+def _listing(folder: RunFolder, step: int) -> Path:
+    return folder.ckpt_dir / KEPT_DIR / f"step-{step}.json"
+
+
+def _kept(listing: Path, entry: dict) -> Path:
+    return listing.with_suffix("" if "dir" in entry else ".pt")
 
 
 def keep(folder: RunFolder, step: int) -> None:
-    """Keep the checkpoint just saved at `step` for a branch: a hard link to ckpt/state.pt (later
-    saves rename and drop state.pt, the link keeps these bytes) and its manifest entry."""
+    """Keep the checkpoint just saved at `step` for a branch: hard links to its file (ckpt/state.pt)
+    or to its FSDP2 folder's files (later saves rename or remove those; the links keep these
+    bytes), and its manifest entry."""
     entry = (folder.checkpoints() or [{}])[0]
-    if entry.get("step") != step or "size" not in entry:
+    if entry.get("step") != step or not ("size" in entry or "dir" in entry):
         raise RunError(f"{folder.path.name}: no checkpoint of step {step} to keep for a branch")
-    kept, listing = _kept(folder, step)
+    listing = _listing(folder, step)
+    kept = _kept(listing, entry)
     kept.parent.mkdir(exist_ok=True)
     tmp = temp_path(kept)
-    tmp.unlink(missing_ok=True)
-    os.link(folder.ckpt_dir / STATE_FILE, tmp)
+    if "dir" in entry:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for name in entry["files"]:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            os.link(folder.ckpt_dir / entry["dir"] / name, tmp / name)
+        shutil.rmtree(kept, ignore_errors=True)  # a kill after a former keep of this step
+    else:
+        tmp.unlink(missing_ok=True)
+        os.link(folder.ckpt_dir / STATE_FILE, tmp)
     replace(tmp, kept)
     atomic_write(listing, json.dumps(entry) + "\n")
 
 
-def start(folder: RunFolder, cfg: dict, model, opt, write_rows: bool = True) -> dict:
-    """A branch's first start: load its parent's kept checkpoint into `model` and `opt`, give the
-    branch its parent's metrics rows up to that step (`write_rows`: on rank 0 only), and return
-    the checkpoint's progress."""
+def start(folder: RunFolder, cfg: dict, model, opt, sharded: bool, write_rows: bool = True) -> dict:
+    """A branch's first start: load its parent's kept checkpoint into `model` and `opt` (`sharded`:
+    every FSDP2 rank its own shards), give the branch its parent's metrics rows up to that step
+    (`write_rows`: on rank 0 only), and return the checkpoint's progress."""
     branch = cfg["branch"]
     parent = folder.path.parent / branch["parent"]
-    kept, listing = _kept(RunFolder(parent), branch["from_step"])
+    listing = _listing(RunFolder(parent), branch["from_step"])
     entry = read_json(listing)
-    if entry is None or not kept.exists():
+    if entry is None:
         raise RunError(f"{folder.path.name}: its parent {branch['parent']} has no kept checkpoint of step "
                        f"{branch['from_step']}: run the parent first (a suite runs parents before branches)")
-    if kept.stat().st_size != entry["size"] or _crc32(kept) != entry["crc32"]:
-        raise RunError(f"{kept} is damaged (its size or CRC-32 differs from {listing.name}): run the "
-                       f"parent {branch['parent']} again from the start to remake it")
-    state = torch.load(kept, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    set_rng_state(state["rng"])
+    kept = _kept(listing, entry)
+    if why := damage(kept, entry):
+        raise RunError(f"{kept} is damaged ({why}): run the parent {branch['parent']} again from the start "
+                       "to remake it")
+    restore(model, opt, kept, sharded)
     if write_rows:
         rows = [line for line in (parent / "metrics.jsonl").read_text().splitlines()
                 if line.strip() and json.loads(line)["step"] <= branch["from_step"]]
@@ -94,10 +103,6 @@ def with_branches(suite_cfg: dict, mains: list[dict]) -> tuple[list[dict], list[
         if b["schedule"] != "wsd":
             errors.append(f"branches: budget.schedule={b['schedule']}: cooldown branches need a warmup-stable-"
                           "decay run: set budget.schedule=wsd")
-            break
-        if main["train"]["parallel"] == "fsdp":
-            errors.append("branches: train.parallel=fsdp: branches start from a one-file checkpoint; "
-                          "use train.parallel=ddp")
             break
         keep_at, parent = [], run_id(main)
         for f in sorted(fractions):

@@ -205,14 +205,34 @@ def load(folder: RunFolder, model, opt, world: World = World(), sharded=False,
         if world.is_main and warning:
             folder.write_checkpoints([])  # none usable: the next saves start a new list
         return None, warning
+    restore(model, opt, Path(where), sharded)
+    return entry["progress"], warning
+
+
+def restore(model, opt, where: Path, sharded: bool) -> None:
+    """Load a checkpoint's file (one process, DDP) or folder (FSDP2) into `model` and `opt`, and
+    its RNG state into this process."""
     if sharded:
-        _restore_sharded(model, opt, Path(where))
+        _restore_sharded(model, opt, where)
     else:
         state = torch.load(where, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
-    return entry["progress"], warning
+
+
+def damage(where: Path, entry: dict) -> str | None:
+    """Why the checkpoint file or folder at `where` is not the one its manifest `entry` lists (a
+    file by its size and CRC-32, an FSDP2 folder by its files' sizes), or None when it is."""
+    if "dir" in entry:
+        for name, size in entry["files"].items():
+            f = where / name
+            if not f.is_file() or f.stat().st_size != size:
+                return f"{where.name}/{name} is missing or not its {size:,} bytes"
+        return None
+    if not where.is_file() or where.stat().st_size != entry["size"] or _crc32(where) != entry["crc32"]:
+        return f"{where.name} is missing, or its size or CRC-32 is not its manifest's"
+    return None
 
 
 def _choose(folder: RunFolder, sharded: bool, usable) -> tuple[dict | None, str | None, str | None]:
@@ -288,11 +308,8 @@ def _locate_folder(folder: RunFolder, entry: dict) -> tuple[Path | None, str | N
     if "dir" not in entry:
         return None, "it was written by one process or DDP, not FSDP2"
     where = folder.ckpt_dir / entry["dir"]
-    for name, size in entry["files"].items():
-        f = where / name
-        if not f.is_file() or f.stat().st_size != size:
-            return None, f"ckpt/{entry['dir']}/{name} is missing or not its {size:,} bytes"
-    return where, None
+    why = damage(where, entry)
+    return (None, f"ckpt/{why}") if why else (where, None)
 
 
 def _warning(rejected: list[tuple[str, int, str]], step: int | None) -> str | None:

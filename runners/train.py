@@ -225,7 +225,7 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
         usable=lambda p: folder.rows_problem(resume.logged_steps(p, train["log_every"])))
     branching = progress is None and cfg.get("branch") is not None
     if branching:  # a cooldown branch's first start: from its parent's kept checkpoint
-        progress = branches.start(folder, cfg, model, opt, write_rows=world.is_main)
+        progress = branches.start(folder, cfg, model, opt, sharded, write_rows=world.is_main)
     _set_mode(opt, "train")  # a checkpoint holds the evaluation weights (eval_weights)
     info, progress = _records(cfg, folder, progress, warning, data.fingerprint, device, world, branching)
     info.update(status="running", step=progress["step"], total_steps=steps, diverged_at_step=None,

@@ -85,6 +85,19 @@ def test_a_branch_equals_a_dedicated_wsd_run_bit_for_bit(suite, optimizer, tmp_p
     assert all(torch.equal(w, theirs[k]) for k, w in _weights(folder).items())
 
 
+def test_an_fsdp_branch_equals_a_dedicated_fsdp_run_bit_for_bit(tmp_path):
+    """Under FSDP2 (2 gloo ranks) a main run keeps its sharded checkpoint (hard links to every
+    rank's files) and the branch loads it on every rank."""
+    wsd = [*TINY, *SMALL_RUN, "only=[adamw]", "budget.schedule=wsd", "budget.warmup=3", "budget.cooldown=0.2",
+           "report=false", "launcher=torchrun", "launcher.nproc_per_node=2", "train.parallel=fsdp"]
+    runs = run_suite([*wsd, "branches=[0.5]", f"results_dir={tmp_path / 'suite'}"])
+    branch = next(r for r in runs if r.get("branch"))
+    dedicated = run_suite([*wsd, f"budget.steps={branch['budget']['steps']}",
+                           f"results_dir={tmp_path / 'dedicated'}"])[0]
+    assert json.loads((run_folder(branch).path / "run.json").read_text())["env"]["world_size"] == 2
+    assert _rows(run_folder(branch).path) == _rows(run_folder(dedicated).path)
+
+
 def test_a_relaunch_skips_finished_branches_and_the_plan_shows_them(suite, capsys):
     results, args, runs = suite
     stamps = {p: p.stat().st_mtime_ns for p in results.rglob("run.json")}
