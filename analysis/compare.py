@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from . import speedup, stats
+from . import schedule_check, speedup, stats
 from .load import ResultsError, load_declared, load_runs, load_tuning
 
 FAILED = ("diverged", "failed")  # outcomes that count as a loss of their arm
@@ -73,6 +73,7 @@ class Comparison:
     tuning: pd.DataFrame | None  # one row per trial, or None
     tuning_summary: pd.DataFrame | None  # one row per study, or None
     stable: pd.DataFrame  # the folder's stable-phase runs (every budget's Comparison holds them all)
+    checks: pd.DataFrame  # cosine runs beside wsd runs of their budget (analysis/schedule_check.py); all of them
     laws: dict[str, speedup.Law]  # model -> the loss-vs-budget law of the baseline's family
 
     @property
@@ -359,6 +360,7 @@ class _Folder:
     tuned: list[dict]  # tuned.yaml contents, the suite's own first
     tuning: pd.DataFrame | None
     stable: pd.DataFrame  # stable-phase runs
+    checks: pd.DataFrame  # cosine runs that check the branches' schedule
     loss: str  # the summary field compared, one for every budget (the law spans them)
     budgets: dict[str, int]  # run_id -> its budget in tokens, for the parents of branches
 
@@ -396,7 +398,7 @@ def _compare_budget(f: _Folder, tokens: int, runs: pd.DataFrame) -> Comparison:
     return Comparison(folder=f.path, tokens=tokens, runs=runs, metrics=metrics, arms=arms, baseline=base,
                       budget=budget, target=target, loss=f.loss, fwd_bwd=fwd_bwd, tuning=f.tuning,
                       tuning_summary=_tuning_summary(f.tuning) if f.tuning is not None else None,
-                      stable=f.stable, laws={})
+                      stable=f.stable, checks=f.checks, laws={})
 
 
 # ---------------------------------------------------------------- across budgets
@@ -510,6 +512,7 @@ def compare(folder: str | Path, baseline: str | None = None, target_loss: float 
     is_stable = runs.config.map(lambda c: (c.get("budget") or {}).get("schedule") == STABLE)
     stable, runs = runs[is_stable], runs[~is_stable]
     stable = stable.assign(arm=_label_arms(stable) + " (stable phase)")
+    runs, checks = schedule_check.set_aside(runs)
     if not (runs.status == "completed").any():
         counts = ", ".join(f"{n} {s}" for s, n in runs.status.value_counts().items())
         also = f"; {len(stable)} stable-phase runs (constant schedule) end at no budget" if len(stable) else ""
@@ -519,8 +522,8 @@ def compare(folder: str | Path, baseline: str | None = None, target_loss: float 
     shipped = _read_yaml(SHIPPED_TUNED)
     tuned = [_read_yaml(folder / "tuned.yaml")] + [shipped.get(s) or {} for s in suites]
     budgets = dict(zip(runs.run_id, runs["cfg.budget.tokens"].astype(int)))
-    f = _Folder(folder, metrics, baseline, target_loss, tuned, load_tuning(folder), stable, _loss_field(runs),
-                budgets)
+    f = _Folder(folder, metrics, baseline, target_loss, tuned, load_tuning(folder), stable, checks,
+                _loss_field(runs), budgets)
     cs = [_compare_budget(f, int(t), g) for t, g in runs.groupby("cfg.budget.tokens", sort=True)]
     _set_families(cs)
     _set_speedups(cs)

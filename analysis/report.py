@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from plotly.offline import get_plotlyjs
 
-from . import plots, speedup, stats
+from . import plots, schedule_check, speedup, stats
 from .compare import LR_SOURCES, NOISE_SDS, Comparison, branch_costs, compare
 from .load import SCHEMA_VERSION, ResultsError
 
@@ -226,6 +226,15 @@ def branch_table(cs: list[Comparison]) -> pd.DataFrame:
     return pd.DataFrame(rows).fillna("")
 
 
+def cosine_table(cs: list[Comparison]) -> pd.DataFrame:
+    """Each arm's branches against cosine runs of their budgets, seeds and lr (cosine_check)."""
+    g = schedule_check.gaps(pd.concat([c.runs for c in cs]), cs[0].checks, cs[0].loss)
+    return pd.DataFrame([{"arm": r.arm, "budget (tokens)": f"{r.tokens:,}", "seeds": r.seeds,
+                          "branch": _num(r.branch), "cosine": _num(r.cosine),
+                          "branch − cosine [95% CI]": f"{_num(r.gap, '+.4f')} {_ci(r.gap_lo, r.gap_hi, '+.4f')}",
+                          "seed sd": _num(r.seed_sd), "": r.verdict} for r in g.itertuples()])
+
+
 def folder_notes(cs: list[Comparison]) -> list[str]:
     """What the whole folder holds beyond its comparisons."""
     stable = cs[0].stable
@@ -432,6 +441,11 @@ def _folder_tables(cs: list[Comparison]) -> dict[str, list[tuple[str, pd.DataFra
         laws = {(m, c.arms.family[c.arms.arm == a].iloc[0]): (c, m) for c in cs for m, a in c.baseline.items()}
         out["budgets"] = [(_law_caption(c, m), law_table(c, m)) for c, m in laws.values()]
         out["budgets"].append(("Token-equivalent speedup at each budget", speedups_table(cs)))
+    if not cs[0].checks.empty:
+        out.setdefault("budgets", []).append(
+            (f"Cooldown branches against cosine runs of the same budget, seed and lr (final {cs[0].split} loss, "
+             "paired over seeds; within the seed noise: |mean gap| at most the cosine runs' seed sd)",
+             cosine_table(cs)))
     if not branch_costs(cs).empty:
         out["cost"] = [("Cost of the cooldown branches (tokens; each stable phase counted once per arm and seed, "
                         "a branch from its from_step), against dedicated runs at the same budgets", branch_table(cs))]

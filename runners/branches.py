@@ -125,3 +125,20 @@ def with_branches(suite_cfg: dict, mains: list[dict]) -> tuple[list[dict], list[
     if errors:
         raise ConfigError(list(dict.fromkeys(errors)))
     return kept_mains, branches
+
+
+def cosine_checks(suite_cfg: dict, branches: list[dict]) -> list[dict]:
+    """With the suite key cosine_check: for each branch, a cosine run of its budget, seed, lr and
+    warmup steps from step 0, resolved (analysis/schedule_check.py holds the two against each other)."""
+    if not suite_cfg.get("cosine_check"):
+        return []
+    if not branches:
+        raise ConfigError(["cosine_check=true: there are no cooldown branches to check; set branches=[...] "
+                           "(with budget.schedule=wsd), or cosine_check=false"])
+    checks = []
+    for branch in branches:
+        raw = {k: copy.deepcopy(v) for k, v in branch.items() if k != "branch"}
+        raw["budget"]["schedule"] = "cosine"
+        checks.append(resolve_run(raw, check_data=False))
+    return checks
+

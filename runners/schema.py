@@ -228,6 +228,8 @@ SUITE = {
     "report": flag("write results/<suite>/report.html when the suite ends"),
     "workers": integer(1, doc="runs at once with launcher=local: processes of cores / N threads each"),
     "branches": Key(_fractions, "fractions of the budget at which a wsd run branches into cooldowns"),
+    "cosine_check": flag("with branches: also a cosine run of each branch's budget, seed and lr, which the "
+                         "report holds the branch against"),
     "baseline": Key(_baseline, "the arm the report compares with: NAME or {optimizer: NAME, lr: SOURCE}; "
                                "null: adamw"),
 }

@@ -36,11 +36,12 @@ from runners.data import DataError, open_data, prepare_on_first_use
 from runners.hydra_app import SUITES_DIR, compose_config
 from runners.launch import LaunchFailed, launch
 from runners.run_folder import FINISHED, RunFolder, atomic_write, free_bytes
-from runners.branches import with_branches
+from runners.branches import cosine_checks, with_branches
 from runners.train import check_device
 
 SUITE_KEYS = ("optimizers", "optimizer_defaults", "models", "seeds", "only", "launcher", "force",
-              "plan", "status", "plan_device", "report", "tune", "workers", "baseline", "branches")
+              "plan", "status", "plan_device", "report", "tune", "workers", "baseline", "branches",
+              "cosine_check")
 SHIPPED_TUNED = SUITES_DIR / "tuned.yaml"
 # Starting a suite on a device where the plan says it takes longer than this needs force=true.
 SLOW_SUITE_SECONDS = 3600
@@ -250,7 +251,8 @@ def resolve_all(suite_cfg: dict, check_data: bool = True) -> list[dict]:
     if errors:
         raise ConfigError(list(dict.fromkeys(errors)))
     mains, branches = with_branches(suite_cfg, resolved)
-    return mains + branches  # parents first: a branch starts from its parent's checkpoint
+    # parents first: a branch starts from its parent's checkpoint
+    return mains + branches + cosine_checks(suite_cfg, branches)
 
 
 def _data_key(cfg: dict) -> tuple:

@@ -7,6 +7,8 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -149,29 +151,38 @@ def test_a_branch_without_its_parents_checkpoint_says_what_to_do(suite, tmp_path
 def test_adamw_against_adamw_on_other_seeds_is_a_speedup_of_one(tmp_path, shakespeare_bytes):
     """Real runs: AdamW's branches at 10, 20 and 40 steps on seeds 0-3 are the baseline's law,
     and AdamW on seeds 4-7 is the arm: its end-of-schedule speedup interval covers 1.00 at every
-    budget. Beside them, cosine runs of the branches' budgets: a branch's final loss against a
-    cosine run's of the same budget and seed, the gap the README states."""
+    budget. With cosine_check, cosine runs of the branches' budgets beside them: the report holds
+    each branch against them, the gap the README states."""
     from analysis.compare import compare, endpoints
+    from analysis.report import cosine_table
+    from analysis.schedule_check import gaps
     from analysis.speedup import endpoint_speedup
 
     base = [*TINY, *SMALL_RUN, "only=[adamw]", "budget.steps=40", "budget.warmup=3", "budget.schedule=wsd",
-            "branches=[0.25,0.5]", "report=false", "seeds=8"]
-    run_suite([*base, f"results_dir={tmp_path / 'wsd'}"])
-    points = endpoints(compare(tmp_path / "wsd" / "tiny"))[["tokens", "seed", "loss"]]
+            "branches=[0.25,0.5]", "cosine_check=true", "report=false", "seeds=8"]
+    runs = run_suite([*base, f"results_dir={tmp_path}"])
+    assert sum(r["budget"]["schedule"] == "cosine" for r in runs) == 16  # 10 and 20 steps, 8 seeds
+    cs = compare(tmp_path / "tiny")
+    points = endpoints(cs)[["tokens", "seed", "loss"]]
     assert sorted(points.tokens.unique()) == [2560, 5120, 10240]  # 10, 20 and 40 steps of 8 x 32
+    assert len(points) == 3 * 8  # the cosine runs are no arm of the comparison
     first, other = points[points.seed < 4], points[points.seed >= 4]
     for tokens in (2560, 5120, 10240):
         s = endpoint_speedup(first, other, tokens)
         assert s.lo <= 1.0 <= s.hi, (tokens, s)
-    cosine = [*TINY, *SMALL_RUN, "only=[adamw]", "budget.schedule=cosine", "budget.warmup=3",
-              "report=false", "seeds=8"]
-    for steps in (10, 20):
-        run_suite([*cosine, f"budget.steps={steps}", f"results_dir={tmp_path / 'cosine'}"])
-    cos = endpoints(compare(tmp_path / "cosine" / "tiny"))
-    gap = points.merge(cos[["tokens", "seed", "loss"]], on=["tokens", "seed"], suffixes=("_wsd", "_cos"))
-    d = (gap.loss_wsd - gap.loss_cos).groupby(gap.tokens)
-    print("branch - cosine, mean and sd over 8 seeds:", d.mean().round(4).to_dict(), d.std().round(4).to_dict())
+    g = gaps(pd.concat([c.runs for c in cs]), cs[0].checks, cs[0].loss)
+    print(cosine_table(cs).to_string())
+    assert list(g.tokens) == [2560, 5120] and (g.seeds == 8).all()
     # Not within the seed noise at budgets this short: a cosine run decays from its first steps
     # after warmup, the branch only in its last 20% (measured -0.13 at 10 steps, -0.36 at 20).
-    # The branch is never the worse of the two.
-    assert (d.mean() < 3 * d.std() / 8 ** 0.5).all()
+    assert (g.gap_hi < 0).all() and g.verdict.str.startswith("not within the seed noise: the branch ends").all()
+
+
+def test_a_gap_within_the_seed_sd_is_noise_and_a_larger_one_is_measured_in_sds():
+    from analysis.schedule_check import gap
+
+    cosine = np.array([3.00, 3.10, 2.90, 3.05, 2.95, 3.00])  # seed sd 0.071
+    assert gap(cosine + 0.05, cosine)["verdict"] == "within the seed noise"
+    far = gap(cosine - 0.2, cosine)
+    assert far["verdict"] == "not within the seed noise: the branch ends 0.2000 below (2.8x the seed sd)"
+    assert far["gap_lo"] == far["gap_hi"] == pytest.approx(-0.2)  # the same gap on every seed

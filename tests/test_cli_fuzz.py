@@ -75,6 +75,8 @@ OVERRIDES = [
     ("train", "optimizer_defaults=[1,2]", "optimizer_defaults=[1,2]"),
     ("suite", "seeds=100000", "seeds=100000"),
     ("suite", "seeds=0", "seeds=0"),
+    ("suite", "cosine_check=true", "cosine_check=true: there are no cooldown branches to check"),
+    ("suite", "cosine_check=maybe", "cosine_check='maybe'"),
     ("suite", "seeds=[0,0]", "seeds=[0, 0]"),
     ("suite", "only=adamw", "only='adamw'"),
     ("suite", "only=[adamx]", "optimizers.adamx"),
