@@ -1,4 +1,4 @@
-"""The SLURM launcher against a real single-node SLURM cluster (tests/slurm_cluster.py).
+"""The SLURM launcher against a real SLURM cluster (tests/slurm_cluster.py), one node per job.
 
 A small suite goes through launcher=slurm as a job array. While it runs, one job is cancelled,
 one is requeued the way preemption does it, and one gets the signal SLURM sends before a time

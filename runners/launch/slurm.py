@@ -4,7 +4,8 @@
 
 suites/launcher/slurm.yaml lists the options and their defaults. Every task of a job runs
 `runners.train.run` with torch.distributed's RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT taken
-from SLURM's variables; job logs go to results/<suite>/slurm/.
+from SLURM's variables; job logs go to results/<suite>/slurm/. Across several nodes
+(`launcher.nodes`) the ranks meet at the job's first node, by the name SLURM gives it.
 
 Preemption and time limits: SLURM sends SIGTERM when it cancels, preempts or requeues a job, and
 (sbatch --signal) SIGUSR2 `signal_delay_s` before the time limit. In the training loop
@@ -26,6 +27,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -167,9 +169,15 @@ def _job(cfg: dict) -> dict:
     # resumes from its last checkpoint); inside it runners.train's handlers take over.
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, lambda *_: None)
-    # overwrite: sbatch passes on the submitting shell's environment, which may be a torchrun's
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    # overwrite: sbatch passes on the submitting shell's environment, which may be a torchrun's.
+    # MASTER_ADDR is the job's first node by name, which every node resolves to its address.
+    dist_env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     env = JobEnvironment()
+    # In each task's log: where a multi-node job's ranks ran, and where they met (a job whose
+    # ranks cannot reach that address hangs in its first collective)
+    print(f"rank {env.global_rank} of {env.num_tasks}: node {os.environ.get('SLURMD_NODENAME')} "
+          f"(node id {env.node}, hostname {socket.gethostname()}), torch.distributed rendezvous at "
+          f"{dist_env.master_addr}:{dist_env.master_port}", flush=True)
     try:
         return run(cfg)
     except Interrupted as e:
@@ -181,7 +189,12 @@ def _job(cfg: dict) -> dict:
             else:
                 print(f"interrupted ({e}): SLURM is ending job {env.job_id} ({state})", flush=True)
         # No result file: a requeued job is not over, and the launcher learns the rest from squeue.
-        sys.exit(143)
+        # At once, past the interpreter's teardown: the checkpoint and the run's files are
+        # closed, and tearing torch down takes seconds on a busy node, which delay the requeue
+        # or outlast SLURM's KillWait.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(143)
 
 
 def _wait(runs: list[dict], jobs: dict[str, str], log_dir: Path) -> None:
