@@ -23,11 +23,12 @@ def _schedule(runs: pd.DataFrame) -> pd.Series:
 
 
 def set_aside(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the runs compared, the cosine runs set aside): at a budget that has warmup-stable-decay
-    runs, cosine runs of that budget check the schedule; they are not arms of the comparison."""
+    """(the runs compared, the cosine runs set aside): a cosine run with a warmup-stable-decay twin
+    (the same model, optimizer, hyper-parameters, seed and budget) checks the schedule; it is no
+    arm of the comparison. A cosine run without one stays, and meets the one-schedule rule."""
     schedule = _schedule(runs)
-    wsd_budgets = set(runs["cfg.budget.tokens"][schedule == "wsd"])
-    checks = (schedule == "cosine") & runs["cfg.budget.tokens"].isin(wsd_budgets)
+    wsd = pd.MultiIndex.from_frame(runs.loc[schedule == "wsd", KEY].astype(str))
+    checks = (schedule == "cosine").to_numpy() & pd.MultiIndex.from_frame(runs[KEY].astype(str)).isin(wsd)
     return runs[~checks], runs[checks]
 
 
