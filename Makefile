@@ -8,6 +8,7 @@
 #   make check-optimizer target=package.module.Class [ARGS="lr=1e-3 betas=[0.9,0.95]"]   the optimizer contract on your class
 #   make bench               the step and training-loop benchmarks
 #   make report suite=tiny   rebuild results/<suite>/report.html from the results folder
+#   make dashboard           results/index.html: every suite's verdicts, its scaling plots, a link to its report
 #   make export suite=NAME [format=parquet]   runs + metrics tables -> results/<suite>/export/
 #   make data name=NAME [source=DIR]   prepare shakespeare_bytes, shakespeare_gpt2 or openwebtext (DIR: a save_to_disk copy)
 #   make clean               remove the virtualenv and caches (results/ and data/ are kept)
@@ -58,6 +59,10 @@ bench: install
 
 report: install
 	$(PY) -m analysis.report results/$(suite)
+
+.PHONY: dashboard
+dashboard: install
+	$(PY) -m analysis.dashboard results
 
 .PHONY: check-optimizer
 check-optimizer: install

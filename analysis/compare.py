@@ -41,7 +41,11 @@ LR_SOURCES = {
     "default": "the optimizer's registered default lr",
     "shared": "the lr of other optimizers too (the suite's optimizer_defaults)",
     "set": "an lr given for this optimizer alone",
+    "lr law": "the lr law fitted over the suite's tuned rungs, at this model's size (lr_law.json)",
 }
+LR_LAW_FILE = "lr_law.json"  # as runners/lr_law.py writes it
+# What tuning an arm's lr cost, on the rung where it was tuned (tuned.yaml's entry; NaN elsewhere).
+TUNING_COST = ["tuning_trials", "tuning_tokens", "tuning_device_s"]
 SHIPPED_TUNED = Path(__file__).resolve().parents[1] / "suites" / "tuned.yaml"  # as runners.suite reads it
 WARM_STEPS = 10  # runners/train.py leaves min(10, steps // 10) warm-up steps out of its timings
 NOISE_SDS = 3.0  # a forward+backward this many robust sds of the runs' spread off is machine noise
@@ -93,9 +97,10 @@ def _fmt_value(v) -> str:
     return f"{v:g}" if isinstance(v, float) else json.dumps(v)
 
 
-def _label_arms(runs: pd.DataFrame) -> pd.Series:
-    """'adamw lr=0.001', plus any other hyper-parameter that varies across that optimizer's arms."""
-    many_models = runs.model.nunique() > 1
+def _label_arms(runs: pd.DataFrame, many_models: bool) -> pd.Series:
+    """'adamw lr=0.001', plus any other hyper-parameter that varies across that optimizer's arms;
+    prefixed 'model/' in a folder of several models (at every budget, so that an arm keeps its
+    name across budgets even where one model alone reached a budget)."""
     labels = {}
     for (model, opt), g in runs.groupby(["model", "optimizer"], sort=False):
         hps = {h: json.loads(h) for h in g.hparams.unique()}
@@ -145,6 +150,16 @@ def _check_one_run_per_seed(runs: pd.DataFrame, tokens: int) -> None:
 def _mean(s: pd.Series) -> float:
     s = pd.to_numeric(s, errors="coerce")
     return float(s.mean()) if s.notna().any() else math.nan
+
+
+def _micro_batches(g: pd.DataFrame) -> str:
+    """The micro-batches (sequences per forward pass on each rank) the runs of an arm ran with: a
+    null train.micro_batch is the whole per-rank batch; `auto` was resolved to a number."""
+    none = pd.Series(math.nan, index=g.index)
+    whole = pd.to_numeric(g.get("cfg.budget.global_batch", none)) // pd.to_numeric(
+        g.get("env.world_size", none)).fillna(1)
+    micro = pd.to_numeric(g.get("cfg.train.micro_batch", none), errors="coerce").fillna(whole)
+    return ", ".join(str(int(m)) for m in sorted(set(micro.dropna())))
 
 
 def _loss_field(runs: pd.DataFrame) -> str:
@@ -216,11 +231,35 @@ def _parent_budget(arm_runs: pd.DataFrame, f) -> int | None:
     return budgets.pop() if len(budgets) == 1 else None
 
 
+def read_lr_law(folder: Path) -> dict:
+    """lr_law.json: per optimizer the law fitted over the tuned rungs and its residuals, and the lrs
+    it gave (runners/lr_law.py); {} when no rung took its lr from a law."""
+    path = folder / LR_LAW_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as e:
+        raise ResultsError(f"{path}: cannot read it as JSON ({e})") from None
+
+
+def _law_lrs(folder: Path) -> dict:
+    """The lrs the suite's lr law gave its untuned rungs, laid out as tuned.yaml is (model -> budget
+    tokens -> optimizer -> {lr, lr_law: how it was fitted}); {} without a law."""
+    doc = read_lr_law(folder)
+    out: dict = {}
+    for g in doc.get("given", []):
+        law = doc["laws"][g["optimizer"]]
+        out.setdefault(g["model"], {}).setdefault(str(g["tokens"]), {})[g["optimizer"]] = {
+            "lr": g["lr"], "lr_law": f"{law['form']} over {law['rungs']} tuned rungs"}
+    return out
+
+
 def _lr_source(r, arms: pd.DataFrame, tuned: list[dict], tokens: int, parent_tokens: int | None = None) -> str:
     entry = _tuned_entry(tuned, r.model, parent_tokens or tokens, r.optimizer)
+    at = f" at its main run's {parent_tokens:,} tokens" if parent_tokens else ""
+    if entry and entry.get("lr_law") and math.isclose(entry["lr"], r.lr, rel_tol=1e-9):
+        return f"lr law{at} ({entry['lr_law']})"
     if entry and math.isclose(entry.get("lr", math.nan), r.lr, rel_tol=1e-9):
         edge = entry.get("at_edge")
-        at = f" at its main run's {parent_tokens:,} tokens" if parent_tokens else ""
         return "tuned" + at + (f" (best at the {edge} edge of its range)" if edge else "")
     same_model = arms[arms.model == r.model]
     if same_model[same_model.optimizer == r.optimizer].lr.nunique() > 1:
@@ -230,6 +269,15 @@ def _lr_source(r, arms: pd.DataFrame, tuned: list[dict], tokens: int, parent_tok
         return "default"
     others = same_model[same_model.optimizer != r.optimizer].lr
     return "shared" if np.isclose(others, r.lr, rtol=1e-9).any() else "set"
+
+
+def _tuning_cost(r, tuned: list[dict], tokens: int, parent_tokens: int | None) -> list[float]:
+    """trials, tokens and device-seconds of the tuning that chose the arm's lr at this budget (a
+    branch's lr was tuned at its main run's budget, and counted there)."""
+    entry = None if parent_tokens else _tuned_entry(tuned, r.model, tokens, r.optimizer)
+    if not entry or entry.get("lr_law") or not math.isclose(entry.get("lr", math.nan), r.lr, rel_tol=1e-9):
+        return [math.nan] * len(TUNING_COST)
+    return [float(entry.get(k, math.nan)) for k in ("trials", "tokens", "device_seconds")]
 
 
 def _arm_row(g: pd.DataFrame, loss: str, steps: pd.DataFrame) -> dict:
@@ -253,6 +301,7 @@ def _arm_row(g: pd.DataFrame, loss: str, steps: pd.DataFrame) -> dict:
         "cuda_max_reserved_bytes": _mean(done.cuda_max_reserved_bytes), "mfu": _mean(done.mfu),
         "wall_time_s": _mean(done.wall_time_s),
         "world_size": _mean(done.get("env.world_size", pd.Series(dtype=float))),
+        "micro_batch": _micro_batches(g),
     } | _timing(steps[steps.arm == g.arm.iloc[0]])
 
 
@@ -363,20 +412,22 @@ class _Folder:
     checks: pd.DataFrame  # cosine runs that check the branches' schedule
     loss: str  # the summary field compared, one for every budget (the law spans them)
     budgets: dict[str, int]  # run_id -> its budget in tokens, for the parents of branches
+    many_models: bool  # arm labels carry their model
 
 
 def _compare_budget(f: _Folder, tokens: int, runs: pd.DataFrame) -> Comparison:
     budget = _one_setting(runs, "budget")
     _one_setting(runs, "data", ignore=("seed",))  # one evaluation set, or the losses are not comparable
     _check_pairing(runs)
-    runs = runs.assign(arm=_label_arms(runs))
+    runs = runs.assign(arm=_label_arms(runs, f.many_models))
     _check_one_run_per_seed(runs, tokens)
     metrics = f.metrics.merge(runs[["run_id", "model", "arm", "seed"]], on="run_id")
     steps = _timed_steps(metrics, runs)
 
     arms = pd.DataFrame([_arm_row(g, f.loss, steps) | {"arm": a} for a, g in runs.groupby("arm", sort=False)])
-    arms["lr_source"] = [_lr_source(r, arms, f.tuned, tokens, _parent_budget(runs[runs.arm == r.arm], f))
-                         for r in arms.itertuples()]
+    parents = [_parent_budget(runs[runs.arm == r.arm], f) for r in arms.itertuples()]
+    arms["lr_source"] = [_lr_source(r, arms, f.tuned, tokens, p) for r, p in zip(arms.itertuples(), parents)]
+    arms[TUNING_COST] = [_tuning_cost(r, f.tuned, tokens, p) for r, p in zip(arms.itertuples(), parents)]
     arms = arms.sort_values(["model", "loss_mean"], na_position="last").reset_index(drop=True)
     base = _choose_baselines(arms, f.baseline, tokens, f.path)
     if f.target_loss is None:  # by default: the time each arm needs to match the baseline's final val loss
@@ -511,7 +562,8 @@ def compare(folder: str | Path, baseline: str | None = None, target_loss: float 
     runs, metrics = load_runs(folder)
     is_stable = runs.config.map(lambda c: (c.get("budget") or {}).get("schedule") == STABLE)
     stable, runs = runs[is_stable], runs[~is_stable]
-    stable = stable.assign(arm=_label_arms(stable) + " (stable phase)")
+    many_models = runs.model.nunique() > 1
+    stable = stable.assign(arm=_label_arms(stable, many_models) + " (stable phase)")
     runs, checks = schedule_check.set_aside(runs)
     if not (runs.status == "completed").any():
         counts = ", ".join(f"{n} {s}" for s, n in runs.status.value_counts().items())
@@ -520,10 +572,11 @@ def compare(folder: str | Path, baseline: str | None = None, target_loss: float 
                            f"{also})")
     suites = runs["cfg.suite"].dropna().unique()
     shipped = _read_yaml(SHIPPED_TUNED)
-    tuned = [_read_yaml(folder / "tuned.yaml")] + [shipped.get(s) or {} for s in suites]
+    # the law's lrs first: a rung the suite gave the law's lr may have a tuned one besides
+    tuned = [_law_lrs(folder), _read_yaml(folder / "tuned.yaml")] + [shipped.get(s) or {} for s in suites]
     budgets = dict(zip(runs.run_id, runs["cfg.budget.tokens"].astype(int)))
     f = _Folder(folder, metrics, baseline, target_loss, tuned, load_tuning(folder), stable, checks,
-                _loss_field(runs), budgets)
+                _loss_field(runs), budgets, many_models)
     cs = [_compare_budget(f, int(t), g) for t, g in runs.groupby("cfg.budget.tokens", sort=True)]
     _set_families(cs)
     _set_speedups(cs)

@@ -4,12 +4,14 @@ an arm keeps its colour in every figure."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import convert_colors_to_same_type, qualitative, unlabel_rgb
 from plotly.subplots import make_subplots
 
 from . import stats
 from .compare import Comparison, endpoints
+from .scaling import Trend
 
 MIB = 2**20
 TEMPLATE = "plotly_white"
@@ -261,3 +263,91 @@ def budget_figures(cs: list[Comparison]) -> list[go.Figure]:
 def tuning_figures(c: Comparison) -> list[go.Figure]:
     """The folder's tuning studies (c.tuning is not None)."""
     return [tuning_curves(c), lr_sensitivity(c)]
+
+
+def _panel_tokens(s, key: float, params: np.ndarray) -> np.ndarray:
+    """The budget of a panel at each size: its tokens per parameter times N, or its tokens."""
+    return key * params if s.ratios else np.full(params.shape, key)
+
+
+def speedup_vs_params(s) -> go.Figure:
+    """Each arm's speedup against N at every rung (95% interval; open: left out of the trend) and its
+    trend with the prediction band, one panel per budget; the target's prediction as a star."""
+    panels = s.rungs.drop_duplicates("panel").sort_values("panel")
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels.panel_label), shared_yaxes=True)
+    colors = _colors(s.trends)
+    t = s.target
+    far = {arm for arm, p in s.predictions.items() if p.refused is None}  # the arms predicted at the target
+    star = None if t is None or not far else (
+        min(panels.panel, key=lambda k: abs(np.log(t.tokens / t.params / k))) if s.ratios
+        else min(panels.panel, key=lambda k: abs(np.log(t.tokens / k))))
+    for col, key in enumerate(panels.panel, start=1):
+        for arm, g in s.rungs[s.rungs.panel == key].groupby("arm", sort=False):
+            c = colors[arm]
+            up, down = (g.hi - g.speedup).to_numpy(float), (g.speedup - g.lo).to_numpy(float)
+            err = dict(type="data", symmetric=False, array=np.where(np.isfinite(up), up, 0),
+                       arrayminus=np.where(np.isfinite(down), down, 0))  # a bound's open side: none
+            fig.add_trace(go.Scatter(
+                x=g.params, y=g.speedup, mode="markers", name=arm, legendgroup=arm, showlegend=col == 1,
+                error_y=err, marker=dict(size=10, color=c, symbol=["circle" if u else "circle-open" for u in g.used]),
+                customdata=np.c_[g.tokens, g.label],
+                hovertemplate="%{y:.3f}× at N=%{x:,.0f}, D=%{customdata[0]:,} (%{customdata[1]})<extra>" + arm + "</extra>"),
+                row=1, col=col)
+            trend = s.trends.get(arm)
+            if not isinstance(trend, Trend):
+                continue
+            p = s.predictions.get(arm)
+            # Out to the target in its own panel (its budget is the nearest), else just past the rungs.
+            top = max(trend.largest * 2, t.params if key == star and arm in far else 0)
+            x = np.geomspace(s.rungs.params.min() / 1.5, top, 60)
+            value, lo, hi = trend.predict(x, _panel_tokens(s, key, x))
+            fig.add_trace(go.Scatter(x=np.r_[x, x[::-1]], y=np.r_[hi, lo[::-1]], fill="toself", mode="lines",
+                                     fillcolor=_rgba(c, 0.15), line=dict(width=0), hoverinfo="skip",
+                                     legendgroup=arm, showlegend=False), row=1, col=col)
+            fig.add_trace(go.Scatter(x=x, y=value, mode="lines", line=dict(color=c, dash="dash"), legendgroup=arm,
+                                     name=f"{arm} trend", showlegend=col == 1,
+                                     hovertemplate="%{y:.3f}× at N=%{x:.3s}<extra>trend</extra>"), row=1, col=col)
+            if key == star and arm in far:
+                fig.add_trace(go.Scatter(
+                    x=[t.params], y=[p.value], mode="markers", name=f"{arm} at the target", legendgroup=arm,
+                    showlegend=False, marker=dict(symbol="star", size=15, color=c, line=dict(color="black", width=1)),
+                    error_y=dict(type="data", symmetric=False, array=[p.hi - p.value], arrayminus=[p.value - p.lo]),
+                    hovertemplate=f"{p.value:.3f}× [{p.lo:.3f}, {p.hi:.3f}] at the target: N={t.params:,.0f}, "
+                                  f"D={t.tokens:,.0f}<extra>{arm}</extra>"),
+                    row=1, col=col)
+        fig.add_hline(y=1, line=dict(color="black", dash="dot"), row=1, col=col)
+    fig.update_xaxes(type="log", title_text="parameters N (log scale)")
+    fig.update_yaxes(type="log")
+    return _layout(fig, f"Speedup against {s.baseline} vs model size per budget (bars: 95% interval; open: not in "
+                        "the trend; band: 95% prediction interval; ★ the target, at the nearest budget)",
+                   "parameters N (log scale)", "token-equivalent speedup (log scale)")
+
+
+def loss_vs_tokens_per_rung(cs: list[Comparison]) -> go.Figure:
+    """Seed-mean val loss against tokens for each arm at each budget, one panel per model size, by
+    parameters; one colour per optimizer (its family without the model)."""
+    runs = pd.concat([c.runs for c in cs])
+    params = runs.groupby("model").param_count.median().sort_values()
+    fig = make_subplots(rows=1, cols=len(params), shared_yaxes=True,
+                        subplot_titles=[f"{m} ({p:,.0f} parameters)" for m, p in params.items()])
+    names = {a: f.removeprefix(f"{m}/") for c in cs for a, f, m in zip(c.arms.arm, c.arms.family, c.arms.model)}
+    colors, shown = _colors(dict.fromkeys(names.values())), set()
+    for c in cs:
+        done = set(c.runs.run_id[c.runs.status == "completed"])
+        val = c.metrics[c.metrics.val_loss.notna() & (c.metrics.step > 0) & c.metrics.run_id.isin(done)]
+        for (model, arm), g in val.groupby(["model", "arm"], sort=False):
+            m = g.groupby("step").agg(tokens=("tokens", "mean"), loss=("val_loss", "mean"))
+            name = names[arm]
+            fig.add_trace(go.Scatter(x=m.tokens, y=m.loss, mode="lines", name=name, legendgroup=name,
+                                     showlegend=name not in shown, line=dict(color=colors[name], width=1.5),
+                                     hovertemplate=f"%{{y:.4f}} at %{{x:,.0f}} tokens<extra>{arm}, {c.tokens:,}</extra>"),
+                          row=1, col=list(params.index).index(model) + 1)
+            shown.add(name)
+    fig.update_xaxes(type="log", title_text="tokens (log scale)")
+    return _layout(fig, "Validation loss against tokens at every rung (mean over seeds; one line per arm and budget)",
+                   "tokens (log scale)", "validation loss")
+
+
+def scaling_figures(cs: list[Comparison], s) -> list[go.Figure]:
+    """The scaling section's figures (s: an analysis.scaling.Scaling)."""
+    return [speedup_vs_params(s), loss_vs_tokens_per_rung(cs)]

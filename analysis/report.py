@@ -17,17 +17,18 @@ from pathlib import Path
 import pandas as pd
 from plotly.offline import get_plotlyjs
 
-from . import plots, schedule_check, speedup, stats
-from .compare import LR_SOURCES, NOISE_SDS, Comparison, branch_costs, compare
-from .load import SCHEMA_VERSION, ResultsError
+from . import plots, scaling, schedule_check, speedup, stats
+from .compare import LR_SOURCES, NOISE_SDS, Comparison, branch_costs, compare, read_lr_law
+from .load import SCHEMA_VERSION, ResultsError, load_declared
 
 SECTIONS = {
     "summary": "Summary", "curves": "Loss curves", "statistics": "Against the baseline",
     "budgets": "Loss against budget", "cost": "Memory and throughput", "pareto": "Memory vs loss",
     "divergences": "Divergences and failures", "tuning": "Tuning", "provenance": "Provenance",
 }
-FOLDER_SECTIONS = ("budgets", "tuning", "provenance")  # once per folder; the others once per budget
-MD_SECTIONS = ("summary", "budgets", "cost", "divergences", "tuning", "provenance")  # the others are plots
+LADDER = {"scaling": "Across the ladder"}  # after "budgets", in a folder of 2 or more models only
+FOLDER_SECTIONS = ("budgets", "scaling", "tuning", "provenance")  # once per folder; the others once per budget
+MD_SECTIONS = ("summary", "budgets", "scaling", "cost", "divergences", "tuning", "provenance")  # the others are plots
 MIB = 2**20
 DASH = "—"
 NOISE = "machine noise: not comparable"
@@ -141,7 +142,7 @@ def cost_table(c: Comparison) -> pd.DataFrame:
             "optimizer state (MiB/rank)": _num(r.opt_state_bytes / MIB, ".2f"),
             "peak memory (MiB/rank)": _num(r.peak_mem_bytes / MIB, ".1f"), "peak kind": r.peak_mem_kind or DASH,
             "CUDA reserved (MiB)": _num(r.cuda_max_reserved_bytes / MIB, ".1f"),
-            "ranks": _num(r.world_size, ".0f"),
+            "micro-batch": r.micro_batch or DASH, "ranks": _num(r.world_size, ".0f"),
             "tokens/s, global": _spread(r, "tokens_per_s", ",.0f"),
             "tokens/s per rank": _spread(r, "tokens_per_s", ",.0f", per=ranks),
             "MFU per device": _num(r.mfu, ".1%"), "s/step": _spread(r, "step_s", ".4f"),
@@ -172,6 +173,39 @@ def tuning_table(c: Comparison) -> pd.DataFrame:
             "device-seconds": _num(r.device_seconds, ",.0f"),
         })
     return pd.DataFrame(rows)
+
+
+def rung_table(cs: list[Comparison]) -> pd.DataFrame:
+    """Each arm at the budget its lr was chosen for (a branch keeps its main run's): the lr, where it
+    came from, what tuning it cost, and the final loss it reached there."""
+    rows = []
+    for c in cs:
+        for r in c.arms.itertuples():
+            if "at its main run's" in r.lr_source or not r.lr_source.startswith(("tuned", "lr law")):
+                continue
+            sd = f" ± {r.loss_sd:.4f}" if _finite(r.loss_sd) else ""
+            rows.append({"model": r.model, "budget (tokens)": f"{c.tokens:,}", "arm": r.arm, "lr source": r.lr_source,
+                         "trials": _num(r.tuning_trials, ".0f"), "tuning tokens": _num(r.tuning_tokens, ",.0f"),
+                         "tuning device-s": _num(r.tuning_device_s, ",.0f"), f"final {c.split} loss": _num(r.loss_mean) + sd})
+    return pd.DataFrame(rows)
+
+
+def lr_law_tables(folder: Path) -> list[tuple[str, pd.DataFrame]]:
+    """Per optimizer, the lr law of the suite (lr_law.json): the tuned rungs it was fitted on with
+    their residuals, and the rungs that took its lr."""
+    doc, out = read_lr_law(folder), []
+    for name, law in doc.get("laws", {}).items():
+        exps = ", ".join(f"{k} exponent {v:+.3f}" for k, v in law["exponents"].items())
+        rows = [{"model": p["model"], "params": f"{p['params']:,}", "tokens": f"{p['tokens']:,}", "lr": "tuned",
+                 "tuned lr": _num(p["lr"], ".3g"), "law's lr": _num(p["fitted"], ".3g"),
+                 "residual (ln)": _num(p["residual"], "+.3f")} for p in law["points"]]
+        rows += [{"model": g["model"], "params": f"{g['params']:,}", "tokens": f"{g['tokens']:,}", "lr": "from the law",
+                  "tuned lr": DASH, "law's lr": _num(g["lr"], ".3g"), "residual (ln)": DASH}
+                 for g in doc.get("given", []) if g["optimizer"] == name]
+        out.append((f"lr law of {name}: lr = {law['form']}, A = {law['A']:.3g}, {exps}, fitted in log space over "
+                    f"{law['rungs']} tuned rungs (rms residual {law['rms_residual']:.3f} in ln lr"
+                    + ("; two rungs: an exact fit" if law["rungs"] == 2 else "") + ")", pd.DataFrame(rows)))
+    return out
 
 
 def law_table(c: Comparison, model: str) -> pd.DataFrame:
@@ -437,6 +471,10 @@ def _folder_tables(cs: list[Comparison]) -> dict[str, list[tuple[str, pd.DataFra
     out = {"provenance": provenance(cs)}
     if cs[0].tuning_summary is not None:
         out["tuning"] = [("Tuning studies", tuning_table(cs[0]))]
+    if not (rungs := rung_table(cs)).empty:
+        out.setdefault("tuning", []).append(("The lr of each rung (a model at the budget its lr was chosen for; its "
+                                             "branches keep it), what tuning it cost, and its result", rungs))
+    out.setdefault("tuning", []).extend(lr_law_tables(cs[0].folder))
     if not budgets_note(cs):
         laws = {(m, c.arms.family[c.arms.arm == a].iloc[0]): (c, m) for c in cs for m, a in c.baseline.items()}
         out["budgets"] = [(_law_caption(c, m), law_table(c, m)) for c, m in laws.values()]
@@ -449,6 +487,19 @@ def _folder_tables(cs: list[Comparison]) -> dict[str, list[tuple[str, pd.DataFra
     if not branch_costs(cs).empty:
         out["cost"] = [("Cost of the cooldown branches (tokens; each stable phase counted once per arm and seed, "
                         "a branch from its from_step), against dedicated runs at the same budgets", branch_table(cs))]
+    return out
+
+
+def ladder(cs: list[Comparison]) -> scaling.Scaling | None:
+    """The analysis across the folder's model sizes (None below 2), at the suite's declared target."""
+    return scaling.ladder(cs, load_declared(cs[0].folder))
+
+
+def _sections(s: scaling.Scaling | None) -> dict[str, str]:
+    """The report's sections: the scaling one only for a folder of 2 or more models."""
+    out = {}
+    for sid, title in SECTIONS.items():
+        out |= {sid: title} | (LADDER if sid == "budgets" and s is not None else {})
     return out
 
 
@@ -467,9 +518,13 @@ def render_md(cs: list[Comparison]) -> str:
     out += [f"- {n}" for n in notes] + ([""] if notes else [])
     for c in cs:
         out += ([f"**{_budget_title(c)}**", ""] if many else []) + [f"- {h}" for h in headline(c)] + [""]
-    folder = _folder_tables(cs)
-    for sid in MD_SECTIONS:
-        out.append(f"## {SECTIONS[sid]}\n")
+    folder, s = _folder_tables(cs), ladder(cs)
+    if s is not None:
+        folder["scaling"] = scaling.tables(s)
+    shown = _sections(s)
+    for sid in (sid for sid in MD_SECTIONS if sid in shown):
+        out.append(f"## {shown[sid]}\n")
+        out += [f"- {n}" for n in scaling.notes(s)] + [""] if sid == "scaling" else []
         per_budget = [] if sid in FOLDER_SECTIONS else cs
         for c in per_budget:
             out += [f"### {_budget_title(c)}\n"] if many else []
@@ -545,7 +600,7 @@ def _html_budget(c: Comparison) -> dict[str, list[str]]:
 
 def render_html(cs: list[Comparison]) -> str:
     many = len(cs) > 1
-    body = {sid: [] for sid in SECTIONS}
+    body = {sid: [] for sid in SECTIONS | LADDER}
     body["summary"] += [f"<p>{html.escape(n)}</p>" for n in folder_notes(cs)]
     for c in cs:
         for sid, parts in _html_budget(c).items():
@@ -553,6 +608,11 @@ def render_html(cs: list[Comparison]) -> str:
     for sid, items in _folder_tables(cs).items():
         body[sid] += [_html_table(cap, df) for cap, df in items]
     body["budgets"] += [_html_figure(f) for f in plots.budget_figures(cs)]
+    s = ladder(cs)
+    if s is not None:
+        body["scaling"] += (['<ul class="headline">'] + [f"<li>{html.escape(n)}</li>" for n in scaling.notes(s)]
+                            + ["</ul>"] + [_html_table(cap, df) for cap, df in scaling.tables(s)]
+                            + [_html_figure(f) for f in plots.scaling_figures(cs, s)])
     if cs[0].tuning is not None:
         body["tuning"] += [_html_figure(f) for f in plots.tuning_figures(cs[0])]
     for sid in FOLDER_SECTIONS:
@@ -561,9 +621,9 @@ def render_html(cs: list[Comparison]) -> str:
 
     budgets = "".join(f"<p><b>Compared at</b> ({html.escape(m)}): {html.escape(budget_line(b))}</p>"
                       for c in cs for m, b in c.budget.items())
-    nav = "".join(f'<a href="#{sid}">{title}</a>' for sid, title in SECTIONS.items())
+    nav = "".join(f'<a href="#{sid}">{title}</a>' for sid, title in _sections(s).items())
     sections = "".join(f'<section id="{sid}"><h2>{title}</h2>{"".join(body[sid])}</section>'
-                       for sid, title in SECTIONS.items())
+                       for sid, title in _sections(s).items())
     title = f"optarena report: {html.escape(cs[0].folder.name)}"
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f'<style>{CSS}</style><script type="text/javascript">{get_plotlyjs()}</script></head>'

@@ -138,24 +138,37 @@ class Timing:
     state: float  # state bytes / AdamW's state bytes
 
 
-def _seconds(step: Callable) -> float:
+def _seconds(step: Callable, cuda: bool) -> float:
+    # On CUDA the step's whole time, its launches included: the device is idle when it starts
+    # and done when the clock stops.
+    if cuda:
+        torch.cuda.synchronize()
     start = time.perf_counter()
     step()
+    if cuda:
+        torch.cuda.synchronize()
     return time.perf_counter() - start
+
+
+def interleaved(step: Callable, base: Callable, repeats: int, warmup: int = WARMUP_STEPS,
+                cuda: bool = False) -> tuple[float, float]:
+    """(median seconds of `step`, of `base`): each step is timed right after one of `base`, so
+    both see the same machine load."""
+    for _ in range(warmup):
+        base()
+        step()
+    bases, steps = [], []
+    for _ in range(repeats):
+        bases.append(_seconds(base, cuda))
+        steps.append(_seconds(step, cuda))
+    return statistics.median(steps), statistics.median(bases)
 
 
 def time_against_adamw(opt: torch.optim.Optimizer, adamw: torch.optim.Optimizer,
                        repeats: int) -> Timing:
-    for _ in range(WARMUP_STEPS):
-        adamw.step()
-        opt.step()
-    base, mine = [], []
-    for _ in range(repeats):
-        base.append(_seconds(adamw.step))
-        mine.append(_seconds(opt.step))
-    ratio = statistics.median(mine) / statistics.median(base)
+    mine, base = interleaved(opt.step, adamw.step, repeats)
     state = optimizers.state_bytes(opt) / optimizers.state_bytes(adamw)
-    return Timing(ratio, statistics.median(base), state)
+    return Timing(mine / base, base, state)
 
 
 @dataclass

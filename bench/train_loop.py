@@ -2,7 +2,7 @@
 
     python -m bench.train_loop [--steps 100] [--repeats 3]
 
-Both train the tiny suite's model on the tiny suite's batches with AdamW for the same number of
+Both train the tiny suite's nano model on its budget's batches with AdamW for the same number of
 steps. The bare loop is what a minimal script does: fetch the batch, forward, backward, clip,
 step. The harness adds the lr schedule, timing, logging a metrics row per step, the progress
 bar and checkpoints. The two alternate, so both see the same machine load; each timing is the
@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
     cfg = resolve_run(compose_config([
-        "suite=tiny", "optimizer=adamw", "budget.tokens=null", f"budget.steps={args.steps}",
+        "model=nano", "data=shakespeare_bytes", "budget=tiny", "optimizer=adamw", "budget.tokens=null",
+        f"budget.steps={args.steps}",
         f"budget.eval_every={args.steps}", "train.progress=true", "train.ckpt_every=50"]))
     tokens = args.steps * cfg["budget"]["global_batch"] * cfg["budget"]["seq_len"]
     bare, harness = [], []

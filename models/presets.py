@@ -1,4 +1,9 @@
-"""Named model sizes. GPT-2 sizes follow the published shapes; `nano` is CPU-sized."""
+"""Named model sizes. GPT-2 sizes follow the published shapes; the `nano*` ones are CPU-sized.
+
+The nano ladder (nano_xxs, nano_xs, nano_s, nano_m, then nano) spans 23x in parameters, for ladder
+suites on CPUs (suites/suite/tiny_scaling.yaml): a byte vocabulary keeps the embedding and the
+head cheap; the ladder's heads are 16 wide.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,13 @@ from dataclasses import replace
 from .gpt2 import GPT, GPTConfig
 
 PRESETS: dict[str, GPTConfig] = {
+    # The nano ladder, parameters as GPT.num_params() counts them (the tied head once, with wte).
+    "nano_xxs": GPTConfig(vocab_size=256, block_size=128, n_layer=2, n_head=2, n_embd=32),  # 37k
+    "nano_xs": GPTConfig(vocab_size=256, block_size=128, n_layer=2, n_head=3, n_embd=48),  # 75k
+    "nano_s": GPTConfig(vocab_size=256, block_size=128, n_layer=2, n_head=4, n_embd=64),  # 125k
+    "nano_m": GPTConfig(vocab_size=256, block_size=128, n_layer=3, n_head=6, n_embd=96),  # 373k
     # ~0.8M parameters with a byte vocabulary: a few ms per step on two CPU cores.
-    "nano": GPTConfig(vocab_size=256, block_size=128, n_layer=4, n_head=4, n_embd=128),
+    "nano": GPTConfig(vocab_size=256, block_size=128, n_layer=4, n_head=4, n_embd=128),  # 842k
     "gpt2_small": GPTConfig(n_layer=12, n_head=12, n_embd=768),  # 124M
     "gpt2_medium": GPTConfig(n_layer=24, n_head=16, n_embd=1024),  # 350M
     "gpt2_large": GPTConfig(n_layer=36, n_head=20, n_embd=1280),  # 774M

@@ -2,7 +2,8 @@
 
 `resolve_run(raw)` turns a composed Hydra config (as a plain dict) into the fully resolved config
 that a run records: model fields from the preset, optimizer defaults merged in, the budget in
-both tokens and steps, the warmup in steps, and budget-coupled optimizer options filled in.
+both tokens and steps, the warmup in steps, budget-coupled optimizer options filled in, and
+`train.micro_batch: auto` turned into the number the planner chooses (runners/plan.py).
 Every problem found is reported at once, each as one line that names the field and the fix.
 """
 
@@ -13,8 +14,12 @@ import hashlib
 import json
 import math
 
+import psutil
+import torch
+
 import optimizers
 from models import model_config
+from runners import plan
 from runners.data import DataError, open_data
 from runners.schema import ConfigError, validate_run
 
@@ -65,6 +70,43 @@ def _target_problem(name: str, target: str, e: Exception) -> str:
             f"model: {type(e).__name__}{': ' + why[0] if why else ''}")
 
 
+def _auto_micro_batch(errors: list[str], cfg: dict, world_size: int) -> int | None:
+    """train.micro_batch=auto: the largest micro-batch the planner says fits (runners/plan.py),
+    confirmed on a visible GPU by a short probe when one process trains."""
+    train = cfg["train"]
+    cuda = train["device"].startswith("cuda") or (train["device"] == "auto" and torch.cuda.is_available())
+    index = int(train["device"][5:]) if train["device"].startswith("cuda:") else 0
+    if train["memory_limit_gib"] is not None:
+        memory, where = train["memory_limit_gib"] * 2**30, f"train.memory_limit_gib={train['memory_limit_gib']:g}"
+    elif cuda and not torch.cuda.is_available():
+        errors.append(f"train.micro_batch=auto: no CUDA device is visible here to size it for (train.device="
+                      f"{train['device']}): set train.memory_limit_gib to its memory per rank (e.g. 80), or "
+                      "give train.micro_batch a number")
+        return None
+    elif cuda:
+        props = torch.cuda.get_device_properties(index)
+        memory, where = props.total_memory, f"the memory of {props.name}"
+    else:
+        memory, where = psutil.virtual_memory().total, "this machine's memory"
+    fit, peak_at_one = plan.micro_batches_that_fit(cfg, world_size, memory, cuda and train["dtype"] != "float32")
+    if fit and cuda and torch.cuda.is_available() and world_size == 1:
+        probed = plan.probe_cuda(cfg, fit, index, memory)
+        if probed is None:
+            errors.append(f"train.micro_batch=auto: a step on the GPU went past {1 - plan.MEMORY_MARGIN:.0%} of "
+                          f"{plan.human_bytes(memory)} ({where}) at every micro-batch the plan allows "
+                          f"({', '.join(map(str, fit))}): shorten budget.seq_len or take a smaller model (or give "
+                          "train.micro_batch a number to try one anyway)")
+        return probed
+    if not fit:
+        raise_it = "raise train.memory_limit_gib, " if train["memory_limit_gib"] is not None else ""
+        errors.append(f"train.micro_batch=auto: even one sequence per forward pass needs about "
+                      f"{plan.human_bytes(peak_at_one)} per rank, more than {1 - plan.MEMORY_MARGIN:.0%} of "
+                      f"{plan.human_bytes(memory)} ({where}): {raise_it}shard with train.parallel=fsdp over "
+                      "more ranks, shorten budget.seq_len or take a smaller model")
+        return None
+    return fit[0]
+
+
 def resolve_run(raw: dict, world_size: int = 1, check_data: bool = True) -> dict:
     """The resolved run config, or ConfigError listing every problem."""
     # A run's config is these keys; the rest (suite-level keys) describe how runs are made.
@@ -86,12 +128,14 @@ def resolve_run(raw: dict, world_size: int = 1, check_data: bool = True) -> dict
     # budget
     tokens_per_step = budget["global_batch"] * budget["seq_len"]
     steps = _budget_steps(errors, budget, tokens_per_step)
-    micro = train["micro_batch"] or budget["global_batch"] // world_size
+    auto = train["micro_batch"] == "auto"  # sized below, once the model and the optimizer are known
+    micro = budget["global_batch"] // world_size if auto else train["micro_batch"] or budget["global_batch"] // world_size
     if budget["global_batch"] % (micro * world_size):
         errors.append(
-            f"budget.global_batch={budget['global_batch']} is not divisible by train.micro_batch="
-            f"{micro} x world size {world_size}: pick a micro_batch that divides "
-            f"{budget['global_batch'] // math.gcd(budget['global_batch'], world_size)}")
+            f"budget.global_batch={budget['global_batch']} is not divisible by " + (
+                f"the world size {world_size}: pick a multiple of {world_size}" if auto else
+                f"train.micro_batch={micro} x world size {world_size}: pick a micro_batch that divides "
+                f"{budget['global_batch'] // math.gcd(budget['global_batch'], world_size)}"))
     if mcfg is not None and budget["seq_len"] > mcfg.block_size:
         errors.append(f"budget.seq_len={budget['seq_len']} exceeds the model's block_size="
                       f"{mcfg.block_size}: shorten seq_len or set model.block_size")
@@ -121,6 +165,9 @@ def resolve_run(raw: dict, world_size: int = 1, check_data: bool = True) -> dict
         if target is None:
             raise
         errors.append(_target_problem(name, target, e))
+
+    if auto and not errors:  # the model, the optimizer and the batch are sound: size it for them
+        train["micro_batch"] = _auto_micro_batch(errors, cfg, world_size)
 
     # data: seed s is the pair (initial weights s, data order s) unless data.seed says otherwise
     if data["seed"] is None:

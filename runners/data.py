@@ -459,12 +459,17 @@ def batch_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def train_batch(data: TokenData, seed: int, step: int, batch: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The global batch of training step `step` (0-based): (batch, seq_len) inputs and targets."""
+def train_batch(data: TokenData, seed: int, step: int, batch: int, seq_len: int,
+                pinned: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global batch of training step `step` (0-based): (batch, seq_len) inputs and targets.
+
+    `pinned` (for CUDA): in page-locked memory, which a `non_blocking` copy sends to the device
+    while the host goes on (from pageable memory the copy waits for the device)."""
     starts = torch.randint(len(data.train) - seq_len - 1, (batch,), generator=batch_generator(seed, step))
     windows = data.train[starts.numpy()[:, None] + np.arange(seq_len + 1)]
     w = torch.from_numpy(windows.astype(np.int64))
-    return w[:, :-1].contiguous(), w[:, 1:].contiguous()
+    x, y = w[:, :-1].contiguous(), w[:, 1:].contiguous()
+    return (x.pin_memory(), y.pin_memory()) if pinned else (x, y)
 
 
 def val_windows(data: TokenData, val_tokens: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:

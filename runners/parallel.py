@@ -93,8 +93,9 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(all_reduce_(t, dist.ReduceOp.MAX).item())
 
 
-def clip_grad_norm_(params: list[nn.Parameter], max_norm: float | None) -> float:
-    """The global gradient norm, and clipping to max_norm (None: no clipping).
+def clip_grad_norm_(params: list[nn.Parameter], max_norm: float | None) -> torch.Tensor:
+    """The global gradient norm (a 0-d tensor on the device: reading it waits for the device),
+    and clipping to max_norm (None: no clipping).
 
     Under FSDP2 the per-shard norms come back as a partial DTensor: it must be reduced across
     ranks before the clipping coefficient is taken from it (torchtitan does the same).
@@ -105,4 +106,4 @@ def clip_grad_norm_(params: list[nn.Parameter], max_norm: float | None) -> float
         norm = norm.full_tensor()
     if max_norm is not None:
         nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
-    return float(norm)
+    return norm

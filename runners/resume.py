@@ -8,10 +8,10 @@ its own:
 - FREE keys change how a run is watched and saved, not its numbers: a change is recorded in
   run.json's `drift` with the step it took effect from (the rows after it follow the new
   log_every, say);
-- any other change alters the numbers: micro_batch how the gradient is summed, dtype and compile
-  the kernels, the device type, the world size and train.parallel the reductions. It is refused,
-  one error line per key, unless train.allow_drift=true, which records it the same way with
-  `alters_numbers: true`;
+- any other change alters the numbers: micro_batch how the gradient is summed, dtype, compile
+  and compile_step the kernels, the device type, the world size and train.parallel the
+  reductions. It is refused, one error line per key, unless train.allow_drift=true, which
+  records it the same way with `alters_numbers: true`;
 - other data (a train.bin or val.bin with another fingerprint) is always refused.
 """
 
@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from runners.schema import ConfigError, show
 
-FREE = ("log_every", "ckpt_every", "progress", "wandb", "allow_drift", "keep_ckpt_at")
+FREE = ("log_every", "ckpt_every", "progress", "wandb", "allow_drift", "keep_ckpt_at", "memory_limit_gib")
+# train.* keys newer than some checkpoints, with what a checkpoint that lacks one ran with.
+ADDED = {"compile_step": False, "memory_limit_gib": None}
 
 
 def execution(cfg: dict, device_type: str, world_size: int) -> dict:
@@ -41,7 +43,7 @@ def drift(cfg: dict, progress: dict, now: dict, fingerprint: dict, run_id: str) 
     if recorded is not None and recorded != fingerprint:
         errors.append(_data_changed(recorded, fingerprint, step, run_id))
     for name in sorted(set(before) | set(now)) if before else ():
-        old, new = before.get(name), now.get(name)
+        old, new = before.get(name, ADDED.get(name)), now.get(name)
         if old == new:
             continue
         alters = name not in FREE

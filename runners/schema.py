@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import optimizers
 from models import PRESETS
+from runners import compiled_step
 
 # Seeds per arm above this are almost surely a typo (and resolving them takes minutes).
 MAX_SEEDS = 1000
@@ -167,6 +168,16 @@ def _warmup(v):
     raise Bad("must be steps (an integer >= 0) or a fraction in [0, 1)")
 
 
+def _micro_batch(v):
+    if v is None or v == "auto":
+        return v
+    try:
+        return integer(1).check(v)
+    except Bad:
+        raise Bad("must be an integer >= 1, auto (the largest that fits: runners/plan.py), or null for "
+                  "the whole per-rank batch") from None
+
+
 def _steps(v):
     if isinstance(v, list) and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in v):
         return v
@@ -210,6 +221,66 @@ def _plan_device(v):
     return choice("auto", "cpu", "cuda", *DEVICES, fold_case=True).check(v)
 
 
+def _tokens_per_param(v):
+    if v is None:
+        return None
+    if (isinstance(v, list) and v and all(_is_number(t) and math.isfinite(t) and t > 0 for t in v)
+            and len(set(v)) == len(v)):
+        return [float(t) for t in v]
+    raise Bad("give distinct positive numbers of training tokens per model parameter, e.g. [5, 10, 20], "
+              "or null for one budget")
+
+
+TARGET_KEYS = {"params", "model", "tokens", "device", "world_size"}
+
+
+def _target(v):
+    """null, or the scale a ladder's trend is extrapolated to: {params: N or model: PRESET, tokens: D,
+    device: a runners/plan.py DEVICES key, world_size: ranks (default 1)}; written whole, with
+    both params and model (null when not named), e.g. {model: null, params: 1.5e9, ...}."""
+    from runners.plan import DEVICES
+
+    if v is None:
+        return None
+    if not isinstance(v, dict) or set(v) - TARGET_KEYS:
+        extra = f" (not {', '.join(sorted(set(v) - TARGET_KEYS))})" if isinstance(v, dict) else ""
+        raise Bad(f"give {{params: 1.5e9, tokens: 3e10, device: h100}}, or model: NAME instead of params; "
+                  f"optionally world_size{extra}")
+    if ("params" in v) == ("model" in v):
+        raise Bad("give one of params (e.g. params: 1.5e9) and model (a preset, e.g. model: gpt2_xl)")
+    if "model" in v and v["model"] not in PRESETS:
+        raise Bad(f"model={show(v['model'])}: choose one of {', '.join(PRESETS)}" + did_you_mean(v["model"], PRESETS))
+    out = {"model": v.get("model"), "params": _part(v, "params", number(1)) if "params" in v
+           else _preset_params(v["model"]), "tokens": _part(v, "tokens", number(0, lo_open=True))}
+    device = v.get("device")
+    if not isinstance(device, str) or device.lower() not in DEVICES:
+        raise Bad(f"device={show(device)}: choose one of {', '.join(DEVICES)} (runners/plan.py)"
+                  + did_you_mean(device, DEVICES))
+    out["device"] = device.lower()
+    out["world_size"] = _part({"world_size": 1, **v}, "world_size", integer(1))
+    return out
+
+
+def _part(v: dict, key: str, kind: Key):
+    try:
+        return kind.check(v.get(key))
+    except Bad as e:
+        raise Bad(f"{key}={show(v.get(key))}: {e}") from None
+
+
+def _preset_params(model: str) -> int:
+    from runners.ladder import params
+
+    return params({"name": model})
+
+
+def _extrapolation_limit(v):
+    if v is None or (_is_number(v) and math.isfinite(v) and v >= 1):
+        return v
+    raise Bad("give a factor >= 1 in parameters beyond the largest model of the ladder (default 1000), "
+              "or null for no limit")
+
+
 # ---------------------------------------------------------------------------- sections
 
 SUITE = {
@@ -228,6 +299,12 @@ SUITE = {
     "report": flag("write results/<suite>/report.html when the suite ends"),
     "workers": integer(1, doc="runs at once with launcher=local: processes of cores / N threads each"),
     "branches": Key(_fractions, "fractions of the budget at which a wsd run branches into cooldowns"),
+    "tokens_per_param": Key(_tokens_per_param, "a ladder: each model's budgets in tokens per parameter, e.g. "
+                            "[5, 10, 20] (the largest a wsd run, the others its cooldown branches)"),
+    "target": Key(_target, "the scale to extrapolate a ladder to: {params: N or model: NAME, tokens: D, "
+                           "device: h100, world_size: 1}"),
+    "extrapolation_limit": Key(_extrapolation_limit, "the factor in parameters beyond the largest model past "
+                                                     "which the prediction at target is refused; null: none"),
     "cosine_check": flag("with branches: also a cosine run of each branch's budget, seed and lr, which the "
                          "report holds the branch against"),
     "baseline": Key(_baseline, "the arm the report compares with: NAME or {optimizer: NAME, lr: SOURCE}; "
@@ -263,7 +340,11 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "device": Key(_device, "auto | cpu | cuda | cuda:N"),
         "dtype": choice("auto", "float32", "bfloat16", doc="auto: bf16 autocast on CUDA, fp32 on CPU"),
         "compile": flag("torch.compile the model"),
-        "micro_batch": integer(1, null="the whole per-rank batch", doc="sequences per forward pass"),
+        "compile_step": flag("torch.compile the optimizer's step (runners/compiled_step.py: which take it)"),
+        "micro_batch": Key(_micro_batch, "sequences per forward pass on each rank; auto: the largest that "
+                                         "divides the per-rank batch and fits in memory; null: the whole per-rank batch"),
+        "memory_limit_gib": number(0, lo_open=True, null="the device's memory",
+                                   doc="memory per rank that micro_batch=auto fits in (a shared GPU, a CPU test)"),
         "parallel": choice("ddp", "fsdp", doc="with several processes (torchrun, SLURM)"),
         "log_every": integer(1, doc="steps between metric rows"),
         "ckpt_every": integer(1, doc="steps between checkpoints (also on SIGTERM/SIGUSR1)"),
@@ -293,6 +374,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "pruner": choice("median", "hyperband", "none", doc="on the val loss at each evaluation"),
         "storage": anything("sqlite | journal | an RDB URL"),
         "workers": integer(1, doc="worker processes on this machine"),
+        "models": Key(lambda v: v if v is None else names().check(v or None),
+                      "the models whose lrs are tuned (the others take the lr law's); null: every model"),
     },
 }
 
@@ -460,6 +543,8 @@ def validate_run(cfg: dict, resolved: bool = False) -> dict:
     else:
         errors.append(f"train.wandb={show(wandb)}: must be a mapping of mode, project, entity, "
                       "group, tags (e.g. train.wandb.mode=offline)")
+    if out["train"].get("compile_step"):
+        errors.extend(compiled_step.refusal(cfg["optimizer"]))
     if errors:
         raise ConfigError(errors)
     return out

@@ -8,6 +8,11 @@ Suite keys (besides one run's config, suites/config.yaml):
                       `lr` may be a number, a list (a grid) or `tuned` (results/<suite>/tuned.yaml)
   optimizer_defaults  hyper-parameters given to every optimizer that accepts them
   models              a list of model presets (default: the `model` group's)
+  tokens_per_param    a ladder: each model's budgets are these x its parameters, the largest one
+                      main wsd run per (model, optimizer, seed), the others its cooldown branches
+                      (runners/ladder.py); lrs tuned on tune.models, the other models' from
+                      the lr law fitted over them (runners/lr_law.py)
+  target, extrapolation_limit   the scale the analysis extrapolates the ladder to, and how far
   seeds               a list, or a count N for seeds 0..N-1; seed s gives every optimizer the
                       same initial weights and data order
   only                run just these optimizers of the suite
@@ -30,7 +35,7 @@ import yaml
 import optimizers
 from models import PRESETS
 from runners import plan as planning
-from runners import resume, schema
+from runners import ladder, lr_law, resume, schema
 from runners.config import ConfigError, resolve_run, run_id
 from runners.data import DataError, open_data, prepare_on_first_use
 from runners.hydra_app import SUITES_DIR, compose_config
@@ -41,7 +46,7 @@ from runners.train import check_device
 
 SUITE_KEYS = ("optimizers", "optimizer_defaults", "models", "seeds", "only", "launcher", "force",
               "plan", "status", "plan_device", "report", "tune", "workers", "baseline", "branches",
-              "cosine_check")
+              "cosine_check", "tokens_per_param", "target", "extrapolation_limit")
 SHIPPED_TUNED = SUITES_DIR / "tuned.yaml"
 # Starting a suite on a device where the plan says it takes longer than this needs force=true.
 SLOW_SUITE_SECONDS = 3600
@@ -139,13 +144,12 @@ def _read_yaml(path: Path) -> dict:
     return (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
 
 
-def _tuned_lr(suite_cfg: dict, model: str, name: str, errors: list[str]) -> float | None:
-    """The lr tuned for this model and optimizer at exactly this suite's budget (tuned.yaml is
+def _tuned_lr(suite_cfg: dict, model: str, name: str, tokens: int, errors: list[str]) -> float | None:
+    """The lr tuned for this model and optimizer at exactly its budget of `tokens` (tuned.yaml is
     keyed model -> budget tokens -> optimizer): an lr tuned at another budget is refused. The
     suite's own tuning (results/<suite>/tuned.yaml) comes first, then the lrs shipped with the
     project (suites/tuned.yaml, suite -> the same layout, made by `make tune`)."""
     path = Path(suite_cfg["results_dir"]) / suite_cfg["suite"] / "tuned.yaml"
-    tokens = budget_tokens(suite_cfg["budget"])
     budgets = set()
     schedule = suite_cfg["budget"]["schedule"]
     for tuned in (_read_yaml(path), _read_yaml(SHIPPED_TUNED).get(suite_cfg["suite"]) or {}):
@@ -166,11 +170,16 @@ def _tuned_lr(suite_cfg: dict, model: str, name: str, errors: list[str]) -> floa
     return None
 
 
-def _lrs(suite_cfg: dict, model: str, name: str, hparams: dict, errors: list[str]) -> list:
+def _lrs(suite_cfg: dict, rung: dict, name: str, hparams: dict, laws: dict, errors: list[str]) -> list:
     # an arm named by `_target_` always says its lr (optimizers.from_config)
     lr = hparams["lr"] if "lr" in hparams else optimizers.spec(name).defaults["lr"]
+    if lr == "tuned" and rung["tokens"] is None:  # a ladder rung in error: its error says why
+        return []
+    if lr == "tuned" and not rung["tuned"]:  # a model tune.models leaves out: the lr law's
+        law = laws.get(name)
+        return [] if law is None else [law_lr(law, rung)]
     if lr == "tuned":
-        found = _tuned_lr(suite_cfg, model, name, errors)
+        found = _tuned_lr(suite_cfg, rung["model"], name, rung["tokens"], errors)
         return [found] if found is not None else []
     grid = lr if isinstance(lr, list) else [lr]
     if not grid or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in grid):
@@ -185,6 +194,81 @@ def expand(suite_cfg: dict) -> list[dict]:
     if errors:
         raise ConfigError(errors)
     return runs
+
+
+def model_section(suite_cfg: dict, model: str) -> dict:
+    """`model`'s section in this suite: its preset's, with what the model group's section sets
+    apart from its own preset (the user's model.KEY=... overrides)."""
+    group = suite_cfg["model"]
+    if model == group["name"]:
+        return group
+    preset = PRESETS[group["name"]].__dict__ if group["name"] in PRESETS else {}
+    return {"name": model, **{k: v for k, v in group.items() if k != "name" and preset.get(k, v) != v}}
+
+
+def _tune_models(suite_cfg: dict, models: list[str], errors: list[str]) -> list[str]:
+    """The models whose lrs are tuned (tune.models; null: every model of the suite)."""
+    listed = (suite_cfg.get("tune") or {}).get("models")
+    if listed is None:
+        return models
+    for m in [m for m in listed if m not in models]:
+        errors.append(f"tune.models: {m} is not among the suite's models ({', '.join(models)}): "
+                      "name the models to tune among them")
+    return [m for m in listed if m in models]
+
+
+def rungs(suite_cfg: dict, models: list[str], errors: list[str]) -> list[dict]:
+    """Per model: its section, parameters, main-run budget (a ladder's largest rung, else the
+    suite's) and its tokens, the steps of each ladder rung, and whether its lrs are tuned (else
+    the lr law's)."""
+    tuned = _tune_models(suite_cfg, models, errors)
+    tpp = suite_cfg.get("tokens_per_param")
+    if tpp:
+        ladder.check(suite_cfg, errors)
+    out = []
+    for model in models:
+        section = model_section(suite_cfg, model)
+        try:
+            n = ladder.params(section)
+        except (ValueError, TypeError) as e:  # a shape that cannot be built: its runs say why
+            n = None
+            if tpp:  # and a ladder cannot size its budgets
+                errors.append(f"tokens_per_param: {model} cannot be built ({e}), so its parameters cannot be "
+                              "counted: fix its model section")
+        rung = {"model": model, "section": section, "params": n, "budget": suite_cfg["budget"], "steps": {},
+                "tuned": model in tuned}
+        if tpp and n is not None:
+            rung["steps"] = ladder.rung_steps(suite_cfg, model, rung["params"], errors)
+            if rung["steps"]:
+                rung["budget"] = {**suite_cfg["budget"], "tokens": None, "steps": max(rung["steps"].values())}
+        rung["tokens"] = budget_tokens(rung["budget"])
+        out.append(rung)
+    return out
+
+
+def lr_laws(suite_cfg: dict, listed: dict[str, dict], rungs_: list[dict], errors: list[str]) -> dict:
+    """optimizer -> its lr law over the tuned rungs, for each optimizer whose lr is `tuned`, when
+    some rung is not tuned (runners/lr_law.py)."""
+    tuned = [r for r in rungs_ if r["tuned"]]
+    if len(tuned) == len(rungs_) or any(r["tokens"] is None or r["params"] is None for r in rungs_):
+        return {}
+    laws = {}
+    for name in (n for n, hp in listed.items() if hp.get("lr") == "tuned"):
+        found = [{"model": r["model"], "params": r["params"], "tokens": r["tokens"], "lr": lr} for r in tuned
+                 if (lr := _tuned_lr(suite_cfg, r["model"], name, r["tokens"], errors)) is not None]
+        if len(found) < len(tuned):
+            continue  # a tuned rung has no lr yet: its error says to tune it
+        try:
+            laws[name] = lr_law.fit(name, found)
+        except lr_law.LawError as e:
+            errors.append(f"tune.models={[r['model'] for r in tuned]}: the lr law of {e}: add a model of "
+                          "another size to tune.models, or set tune.models=null to tune every model")
+    return laws
+
+
+def law_lr(law: lr_law.Law, rung: dict) -> float:
+    """The law's lr for a rung, to 3 significant digits (as tuned lrs are written)."""
+    return float(f"{law.lr(rung['params'], rung['tokens']):.3g}")
 
 
 def _expand(suite_cfg: dict) -> tuple[list[dict], list[str]]:
@@ -207,14 +291,16 @@ def _expand(suite_cfg: dict) -> tuple[list[dict], list[str]]:
         errors.append(f"models: unknown model {m!r}: choose among {', '.join(PRESETS)}")
     models = [m for m in models if m in PRESETS]
     base = {k: v for k, v in suite_cfg.items() if k not in SUITE_KEYS}
+    rungs_ = rungs(suite_cfg, models, errors)
+    laws = lr_laws(suite_cfg, listed, rungs_, errors)
     runs = []
-    for model in models:
+    for rung in rungs_:
         for name, hparams in listed.items():
-            for lr in _lrs(suite_cfg, model, name, hparams, errors):
+            for lr in _lrs(suite_cfg, rung, name, hparams, laws, errors):
                 for seed in seeds:
                     cfg = copy.deepcopy(base)
-                    cfg["model"] = {**cfg["model"], "name": model} if model != cfg["model"]["name"] \
-                        else cfg["model"]
+                    cfg["model"] = copy.deepcopy(rung["section"])
+                    cfg["budget"] = copy.deepcopy(rung["budget"])
                     cfg["optimizer"] = {"name": name, **hparams, "lr": lr}
                     cfg["seed"] = seed
                     runs.append(cfg)
@@ -250,7 +336,11 @@ def resolve_all(suite_cfg: dict, check_data: bool = True) -> list[dict]:
             resolved.append(run)
     if errors:
         raise ConfigError(list(dict.fromkeys(errors)))
-    mains, branches = with_branches(suite_cfg, resolved)
+    if suite_cfg.get("tokens_per_param"):
+        steps = {r["model"]: r["steps"] for r in rungs(suite_cfg, list({c["model"]["name"]: 0 for c in resolved}), [])}
+        mains, branches = ladder.with_rungs(suite_cfg, resolved, steps)
+    else:
+        mains, branches = with_branches(suite_cfg, resolved)
     # parents first: a branch starts from its parent's checkpoint
     return mains + branches + cosine_checks(suite_cfg, branches)
 
@@ -322,8 +412,8 @@ def run_status(cfg: dict) -> str:
 def plan_text(suite_cfg: dict, resolved: list[dict], device: str) -> str:
     b = resolved[0]["budget"]
     ws = world_size(suite_cfg)
-    rows = [("model", "optimizer", "lr", "seed", "run_id", "status", "est. time", "peak mem", "fits",
-             "checkpoint")]
+    rows = [("model", "optimizer", "lr", "seed", "run_id", "status", "est. time", "micro-batch",
+             "peak mem/rank" if ws > 1 else "peak mem", "fits", "checkpoint")]
     total, flops, disk, to_write, found_by = 0.0, 0.0, 0, [], {}
     for cfg in resolved:
         est, status = planning.estimate(cfg, device, ws), run_status(cfg)
@@ -335,7 +425,7 @@ def plan_text(suite_cfg: dict, resolved: list[dict], device: str) -> str:
         if status != "finished":
             to_write.append(est.checkpoint)
         rows.append((cfg["model"]["name"], cfg["optimizer"]["name"], f"{cfg['optimizer']['lr']:g}",
-                     cfg["seed"], run_id(cfg), status, planning.human_seconds(est.seconds),
+                     cfg["seed"], run_id(cfg), status, planning.human_seconds(est.seconds), est.micro_batch,
                      planning.human_bytes(est.peak), "yes" if est.fits else "NO",
                      planning.human_bytes(est.checkpoint)))
     head = (f"suite {suite_cfg['suite']}: {len(resolved)} runs on {device} x {ws}; budget "
@@ -344,7 +434,9 @@ def plan_text(suite_cfg: dict, resolved: list[dict], device: str) -> str:
     foot = (f"total: {flops:.3g} FLOPs, about {planning.human_seconds(total)} on {device}; "
             f"checkpoints: {planning.human_bytes(disk)} on disk under {suite_cfg['results_dir']}")
     warning = disk_warning(suite_cfg, to_write)
-    return "\n".join([head, planning.text_table(rows), foot, *found_by, *([warning] if warning else [])])
+    per_rank = planning.memory_note(resolved[0], ws)
+    return "\n".join([head, planning.text_table(rows), foot, *([per_rank] if per_rank else []), *found_by,
+                      *([warning] if warning else [])])
 
 
 def plan_device(suite_cfg: dict) -> str:
@@ -382,10 +474,25 @@ def refuse_slow_cpu_start(what: str, work: str, seconds: float, device: str, for
 
 def declare(suite_cfg: dict) -> None:
     """results/<suite>/suite.json: what the suite declares of its results beyond the runs
-    themselves (the baseline), for the report; the latest launch's declaration holds."""
+    themselves (the baseline; a ladder's tokens per parameter, each model's parameters, the
+    target to extrapolate to and how far), for the report; and lr_law.json, the lr laws the
+    untuned rungs took their lrs from. The latest launch's declaration holds."""
     folder = Path(suite_cfg["results_dir"]) / suite_cfg["suite"]
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "suite.json", json.dumps({"baseline": suite_cfg.get("baseline")}, indent=2) + "\n")
+    listed = optimizer_arms(suite_cfg, [])
+    rungs_ = rungs(suite_cfg, suite_cfg.get("models") or [suite_cfg["model"]["name"]], [])
+    doc = {"baseline": suite_cfg.get("baseline"), "tokens_per_param": suite_cfg.get("tokens_per_param"),
+           "target": suite_cfg.get("target"), "extrapolation_limit": suite_cfg.get("extrapolation_limit"),
+           "params": {r["model"]: r["params"] for r in rungs_}}
+    atomic_write(folder / "suite.json", json.dumps(doc, indent=2) + "\n")
+    laws = lr_laws(suite_cfg, listed, rungs_, [])
+    if laws:
+        given = [{"model": r["model"], "params": r["params"], "tokens": r["tokens"], "optimizer": name,
+                  "lr": law_lr(law, r)} for r in rungs_ if not r["tuned"] for name, law in laws.items()]
+        atomic_write(folder / lr_law.FILE, json.dumps({"laws": {n: law.as_dict() for n, law in laws.items()},
+                                                       "given": given}, indent=2) + "\n")
+    else:
+        (folder / lr_law.FILE).unlink(missing_ok=True)
 
 
 def run_suite(overrides: list[str], multirun: bool = False, config_dir: str | None = None) -> list[dict]:
@@ -396,6 +503,10 @@ def run_suite(overrides: list[str], multirun: bool = False, config_dir: str | No
     device = plan_device(suite_cfg)
     if suite_cfg.get("plan"):
         print(plan_text(suite_cfg, resolved, device))
+        if suite_cfg.get("tokens_per_param"):
+            rungs_ = rungs(suite_cfg, list({c["model"]["name"]: 0 for c in resolved}), [])
+            print(ladder.plan_table(suite_cfg, resolved, {r["model"]: r["steps"] for r in rungs_},
+                                    {r["model"]: r["params"] for r in rungs_}, device, world_size(suite_cfg)))
         return resolved
     if suite_cfg.get("status"):
         from runners.status import status_text

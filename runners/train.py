@@ -15,7 +15,6 @@ import math
 import resource
 import signal
 import sys
-import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 import optimizers
 from models import build_model
 from runners import branches, checkpoint, lock, parallel, plan, resume
+from runners.compiled_step import CompiledStep
 from runners.config import ConfigError, resolve_run, run_id
 from runners.data import open_data, test_windows, train_batch, val_windows
 from runners.progress import Progress
@@ -31,6 +31,7 @@ from runners.run_folder import FINISHED, RunFolder, environment
 from runners.schema import show
 from runners.schedule import budget_lr
 from runners.sinks import MetricSinks, NullSinks
+from runners.step_clock import StepClock
 
 # SIGTERM: preemption and scancel; SIGUSR1/SIGUSR2: SLURM's warning before a time limit.
 INTERRUPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
@@ -212,6 +213,7 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
     sharded = world.distributed and kind == "fsdp"
     opt_cfg = {k: v for k, v in cfg["optimizer"].items() if k != "name"}
     opt = optimizers.build(cfg["optimizer"]["name"], model, **opt_cfg)
+    step_optimizer = CompiledStep(opt) if train["compile_step"] else opt.step  # before any compile
     # Taken now: after a forward, FSDP2 leaves the root's parameters unsharded (swapped for
     # full tensors) until the next backward, and model.parameters() would list those.
     params = [p for p in model.parameters() if p.requires_grad]
@@ -243,6 +245,10 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
     status, diverged_at = "completed", None
     # tqdm's bar on a terminal; off one (SLURM, CI) a log line per evaluation and every 10 s
     display = Progress(train["progress"] and world.is_main, folder.path.name, steps, progress["step"])
+    # The loop waits for the device only at read points: logging steps, checkpoints and a stop.
+    # Until then each step's loss stays on the device and its times in events (StepClock).
+    clock, losses = StepClock(device), []
+    pinned = device.type == "cuda"  # batches copied to the device while the host moves on
     try:
         with _StopFlag() as stop:
             for step in range(progress["step"], steps):
@@ -251,46 +257,49 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
                     # a group with a peak lr of its own (e.g. the AdamW part beside Muon) follows
                     # the same schedule from it
                     group["lr"] = lr if "lr_base" not in group else budget_lr(budget, step, group["lr_base"])
-                t0 = time.perf_counter()
-                x, y = train_batch(data, data_cfg["seed"], step, batch, seq_len)
+                clock.mark()
+                x, y = train_batch(data, data_cfg["seed"], step, batch, seq_len, pinned=pinned)
                 rows = slice(world.rank * local_batch, (world.rank + 1) * local_batch)
                 x, y = x[rows], y[rows]
                 loss_sum = torch.zeros((), device=device)
                 for i in range(0, local_batch, micro):
-                    xb, yb = x[i:i + micro].to(device), y[i:i + micro].to(device)
+                    xb = x[i:i + micro].to(device, non_blocking=pinned)
+                    yb = y[i:i + micro].to(device, non_blocking=pinned)
                     with parallel.grad_sync(wrapped, i + micro >= local_batch), autocast:
                         _, loss = fwd_model(xb, yb)
                         (loss * (len(xb) / local_batch)).backward()
                     loss_sum += loss.detach() * len(xb)
                 grad_norm = parallel.clip_grad_norm_(params, budget["grad_clip"])
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t1 = time.perf_counter()
-                opt.step()
+                clock.mark()
+                step_optimizer()
                 opt.zero_grad(set_to_none=True)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t2 = time.perf_counter()
+                clock.mark()
+                losses.append(loss_sum)
 
                 done = step + 1
                 progress["step"] = done
-                progress["wall_time_s"] += t2 - t0
-                if step >= warm_steps:
-                    progress["timed_steps"] += 1
-                    progress["timed_s"] += t2 - t0
-                    progress["fwd_bwd_s"] += t1 - t0
-                    progress["opt_s"] += t2 - t1
                 last = done == steps
-                if done % train["log_every"] == 0 or last:
-                    train_loss = parallel.all_reduce_(loss_sum).item() / batch
-                    row = _log_row(done, tokens_per_step, train_loss, lr, grad_norm,
-                                   t0, t1, t2, progress, device)
-                    if progress["first_loss"] is None:
-                        progress["first_loss"] = row["train_loss"]
-                    if _diverged(row["train_loss"], progress["first_loss"], budget):
-                        status, diverged_at = "diverged", done
-                        sinks.log(row)
-                        break
+                log_now = done % train["log_every"] == 0 or last
+                save_now = (done % train["ckpt_every"] == 0 or done in keep_at) and not last
+                stop_now = parallel.any_rank(stop.signum is not None, device)
+                if not (log_now or save_now or stop_now):
+                    continue
+                # A read point: the losses since the last one, in one collective and one read, are
+                # all checked for divergence, against the run's first step's (whatever log_every):
+                # the first bad one names the step.
+                times = clock.read()
+                _count_times(progress, times, done, warm_steps)
+                window = [s / batch for s in parallel.all_reduce_(torch.stack(losses)).tolist()]
+                losses = []
+                if progress["first_loss"] is None:
+                    progress["first_loss"] = window[0]
+                bad = _first_diverged(window, progress["first_loss"], budget)
+                row = _log_row(done, tokens_per_step, window[-1], lr, grad_norm, times[-1], progress, device)
+                if bad is not None:
+                    status, diverged_at = "diverged", done - len(window) + 1 + bad
+                    sinks.log(row)
+                    break
+                if log_now:
                     if done % budget["eval_every"] == 0 or last:
                         with eval_weights(opt):
                             row["val_loss"] = progress["val_loss"] = evaluate(fwd_model, val, micro, device, autocast)
@@ -301,15 +310,14 @@ def _train(cfg: dict, folder: RunFolder, world: parallel.World, device: torch.de
                             break
                     sinks.log(row)
                     display.update(row)
-                stop_now = stop.signum is not None
-                if world.distributed:
-                    stop_now = parallel.any_rank(stop_now, device)
+                    # a signal during the evaluation stops the run at this step too
+                    stop_now = stop_now or parallel.any_rank(stop.signum is not None, device)
                 if stop_now:
                     with eval_weights(opt):
                         checkpoint.save(folder, model, opt, progress, world, sharded)
                     name = signal.Signals(stop.signum).name if stop.signum else "a signal on another rank"
                     raise Interrupted(f"{name} after step {done}")
-                if (done % train["ckpt_every"] == 0 or done in keep_at) and not last:
+                if save_now:
                     with eval_weights(opt):
                         checkpoint.save(folder, model, opt, progress, world, sharded)
                     if done in keep_at and world.is_main:
@@ -402,15 +410,31 @@ def _summary(progress, status, model, opt, device, tokens_per_step, peak_flops, 
     }
 
 
-def _log_row(done, tokens_per_step, train_loss, lr, grad_norm, t0, t1, t2, progress, device) -> dict:
+def _count_times(progress: dict, times: list[tuple[float, float]], done: int, warm_steps: int) -> None:
+    """Add the (forward+backward, optimizer) seconds of the steps up to `done` to the run's totals."""
+    for step, (fwd_bwd, opt) in enumerate(times, done - len(times)):
+        progress["wall_time_s"] += fwd_bwd + opt
+        if step >= warm_steps:
+            progress["timed_steps"] += 1
+            progress["timed_s"] += fwd_bwd + opt
+            progress["fwd_bwd_s"] += fwd_bwd
+            progress["opt_s"] += opt
+
+
+def _log_row(done, tokens_per_step, train_loss, lr, grad_norm, times, progress, device) -> dict:
+    # The step's own times (runners/step_clock.py: on CUDA the stream's time between its marks).
+    fwd_bwd, opt = times
     return {"step": done, "tokens": done * tokens_per_step, "train_loss": train_loss, "lr": lr,
-            "grad_norm": float(grad_norm), "time_fwd_bwd_s": t1 - t0, "time_opt_s": t2 - t1,
-            "tokens_per_s": tokens_per_step / (t2 - t0), "wall_time_s": progress["wall_time_s"],
+            "grad_norm": float(grad_norm), "time_fwd_bwd_s": fwd_bwd, "time_opt_s": opt,
+            "tokens_per_s": tokens_per_step / (fwd_bwd + opt), "wall_time_s": progress["wall_time_s"],
             "peak_mem_bytes": _peak_memory(device)}
 
 
-def _diverged(train_loss: float, first_loss: float, budget: dict) -> bool:
-    return not math.isfinite(train_loss) or train_loss > budget["diverge_factor"] * first_loss
+def _first_diverged(losses: list[float], first_loss: float, budget: dict) -> int | None:
+    """The index of the first train loss that is not finite or above diverge_factor x the run's
+    first; None when none is."""
+    limit = budget["diverge_factor"] * first_loss
+    return next((i for i, loss in enumerate(losses) if not math.isfinite(loss) or loss > limit), None)
 
 
 # Suite-level keys with no meaning for one run; set, they would be ignored, so they are refused.

@@ -31,12 +31,16 @@ suites/config.yaml, their kinds in runners/schema.py; `plan=true` prints the stu
                                (the median pruner leaves the first quarter of a trial alone)
   storage              sqlite  sqlite (tuning/optuna.db) | journal (tuning/journal.log) | an RDB URL
   workers              1       worker processes on this machine (CUDA: spread over the visible GPUs)
+  models               null    the models to tune, each at its own main budget (a ladder's
+                               largest rung); the suite gives the others, for an lr `tuned`, the
+                               lr law fitted over these (runners/lr_law.py); null: every model
 
 What it writes under results/<suite>/:
   tuning/trials/<run_id>/  one run folder per trial (apart from the suite's own runs)
   tuning/<study>.json      the trials, their outcomes and cost (analysis/load.py reads it)
-  tuned.yaml               {model: {optimizer: {lr, value, trials, stable_band, ...}}} once a
-                           study has all its trials; a suite uses it with `lr: tuned`
+  tuned.yaml               {model: {budget tokens: {optimizer: {lr, value, trials, tokens,
+                           device_seconds, stable_band, ...}}}} once a study has all its trials;
+                           a suite uses it with `lr: tuned`
 Watch it live with `optuna-dashboard sqlite:///results/<suite>/tuning/optuna.db`
 (or `optuna-dashboard results/<suite>/tuning/journal.log`).
 
@@ -140,8 +144,8 @@ def _trial_template(raw: dict, tuning_dir: Path, fraction: float) -> dict:
 
 
 def study_specs(suite_cfg: dict, opts: dict) -> list[dict]:
-    """One study per (model, optimizer) of the suite, each checked at every corner of its
-    search space before anything runs."""
+    """One study per (model, optimizer) of the suite (of tune.models' models), each at its model's
+    main budget and checked at every corner of its search space before anything runs."""
     errors: list[str] = []
     arms = optimizer_arms(suite_cfg, errors)
     if errors:
@@ -159,8 +163,11 @@ def study_specs(suite_cfg: dict, opts: dict) -> list[dict]:
                     "optimizer_defaults": {}, "only": None, "seeds": [opts["trial_seed"]]}
     tuning_dir = Path(suite_cfg["results_dir"]) / suite_cfg["suite"] / "tuning"
     specs = []
+    models = opts.get("models")
     for raw in expand(one_run_each):
         name, model = raw["optimizer"]["name"], raw["model"]["name"]
+        if models is not None and model not in models:
+            continue
         lo, hi = ranges[name]
         try:
             template = _trial_template(raw, tuning_dir, opts["budget_fraction"])
@@ -359,9 +366,10 @@ def tune(overrides: list[str], multirun: bool = False, config_dir: str | None = 
                   for s in specs) / opts["workers"]
     refuse_slow_cpu_start(f"tuning {suite_cfg['suite']}", "its trials", seconds, device,
                           suite_cfg.get("force"), "tune.trials, tune.budget_fraction, only=[...]")
-    b = specs[0]["budget"]
-    print(f"tuning {suite_cfg['suite']}: {len(specs)} studies x {opts['trials']} trials of {b['tokens']:,} "
-          f"tokens ({b['steps']} steps), {sum(left.values())} trials to run on "
+    sizes = sorted({(s["budget"]["tokens"], s["budget"]["steps"]) for s in specs})
+    each = " to ".join(f"{t:,} tokens ({n} steps)" for t, n in dict.fromkeys([sizes[0], sizes[-1]]))
+    print(f"tuning {suite_cfg['suite']}: {len(specs)} studies x {opts['trials']} trials of {each}, "
+          f"{sum(left.values())} trials to run on "
           f"{opts['workers']} worker(s), about {planning.human_seconds(seconds)} on {device}; "
           f"storage {plan['storage']}", flush=True)
     failed = run_workers(plan, opts["workers"])

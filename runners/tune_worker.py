@@ -274,7 +274,8 @@ def write_records(study: optuna.Study, plan: dict, spec: dict) -> list[dict]:
         tuned.setdefault(spec["model"], {}).setdefault(str(spec["suite_tokens"]), {})[spec["optimizer"]] = {
             **best["params"], "value": best["value"], "metric": "final val loss",
             "at_edge": range_edge(best["params"]["lr"], lo, hi), "lr_range": [lo, hi],
-            "trials": f["finished"], "stable_band": stable_lr_band(family),
+            "trials": f["finished"], "tokens": f["tokens"], "device_seconds": round(f["device_seconds"], 1),
+            "stable_band": stable_lr_band(family),
             "study": spec["study"], "widens": spec.get("widens", []),
             "trial_seed": spec["trial_seed"], "trial_tokens": spec["budget"]["tokens"],
             "schedule": spec["budget"].get("schedule"), "budget_fraction": plan["budget_fraction"]}

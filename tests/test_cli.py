@@ -31,7 +31,7 @@ def test_help_lists_groups_choices_and_keys(module, tmp_path):
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "optimizer: " + ", ".join(sorted(optimizers.names())) in text
-    assert "suite: gpt2_medium, gpt2_small, gpt2_small_lr_grid, gpt2_xl, tiny, tiny_2026" in text
+    assert "suite: gpt2_medium, gpt2_scaling, gpt2_small, gpt2_small_lr_grid, gpt2_xl, tiny, tiny_2026, tiny_scaling" in text
     for key in ("budget.tokens", "train.micro_batch", "tune.trials", "launcher.nproc_per_node", "--multirun"):
         assert key in text
     assert not any(tmp_path.iterdir())  # no outputs/, nothing at all

@@ -4,7 +4,7 @@ Commands are read from README.md's code spans and bash blocks. `make` commands a
 command their target runs (`make -n`, as CI's make would expand it); each runs with `plan=true`
 (everything checked and planned, nothing trained) under a temporary results folder, and the
 one-run example of the table trains for real. Commands with placeholders (NAME, ...) and the
-targets that are not a config (test, bench, clean, data, report, export) are listed, not run."""
+targets that are not a config (test, bench, clean, data, report, export, dashboard) are listed, not run."""
 
 import os
 import re
@@ -18,7 +18,7 @@ from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()
 NOT_A_CONFIG = ("make test", "make bench", "make clean", "make data", "make report", "make export",
-                "make install")
+                "make install", "make dashboard")
 # NAME, ..., [options], and a user's own package (mypkg, mypackage) that only the user has
 PLACEHOLDER = re.compile(r"NAME|\.\.\.|\[device|\[optimizers|\[trials|\||mypkg|mypackage")
 ONE_RUN = "python -m runners.train optimizer=adamw optimizer.lr=3e-4 budget.steps=100"
