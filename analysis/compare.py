@@ -560,7 +560,7 @@ def compare(folder: str | Path, baseline: str | None = None, target_loss: float 
     (budget.tokens), smallest first. `baseline`: an arm label, or an optimizer with one arm."""
     folder = Path(folder)
     runs, metrics = load_runs(folder)
-    is_stable = runs.config.map(lambda c: (c.get("budget") or {}).get("schedule") == STABLE)
+    is_stable = schedule_check.schedule_of(runs) == STABLE
     stable, runs = runs[is_stable], runs[~is_stable]
     many_models = runs.model.nunique() > 1
     stable = stable.assign(arm=_label_arms(stable, many_models) + " (stable phase)")

@@ -18,7 +18,8 @@ from scipy import stats
 KEY = ["model", "optimizer", "hparams", "seed", "cfg.budget.tokens"]
 
 
-def _schedule(runs: pd.DataFrame) -> pd.Series:
+def schedule_of(runs: pd.DataFrame) -> pd.Series:
+    """Each run's budget.schedule."""
     return runs.config.map(lambda c: (c.get("budget") or {}).get("schedule"))
 
 
@@ -26,7 +27,7 @@ def set_aside(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the runs compared, the cosine runs set aside): a cosine run with a warmup-stable-decay twin
     (the same model, optimizer, hyper-parameters, seed and budget) checks the schedule; it is no
     arm of the comparison. A cosine run without one stays, and meets the one-schedule rule."""
-    schedule = _schedule(runs)
+    schedule = schedule_of(runs)
     wsd = pd.MultiIndex.from_frame(runs.loc[schedule == "wsd", KEY].astype(str))
     checks = (schedule == "cosine").to_numpy() & pd.MultiIndex.from_frame(runs[KEY].astype(str)).isin(wsd)
     return runs[~checks], runs[checks]
@@ -54,7 +55,7 @@ def gaps(compared: pd.DataFrame, checks: pd.DataFrame, loss: str) -> pd.DataFram
     seeds: the paired gap of their final `loss`. `compared` carries each run's `arm` label."""
     cols = ["model", "arm", "tokens", "seeds", "branch", "cosine", "gap", "gap_lo", "gap_hi", "seed_sd", "verdict"]
     done = lambda df: df[df.status == "completed"]  # noqa: E731  (an unfinished seed has no final loss)
-    branches = done(compared[_schedule(compared) == "wsd"])
+    branches = done(compared[schedule_of(compared) == "wsd"])
     pairs = branches.merge(done(checks), on=KEY, suffixes=("", "_cos"))
     rows = []
     for (model, arm, tokens), g in pairs.groupby(["model", "arm", "cfg.budget.tokens"], sort=True):
