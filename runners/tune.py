@@ -27,8 +27,11 @@ suites/config.yaml, their kinds in runners/schema.py; `plan=true` prints the stu
   seed                 0       the sampler's seed: one worker gives the same study every time
   startup_trials       null    random trials before TPE models the results, and completed trials
                                before the median pruner prunes; null: a quarter of the trials, 2 to 10
-  pruner               median  median | hyperband | none, on the val loss at each evaluation
-                               (the median pruner leaves the first quarter of a trial alone)
+  pruner               auto    median | hyperband | none, on the val loss at each evaluation
+                               (the median pruner leaves the first quarter of a trial alone);
+                               auto: median, and none under budget.schedule=wsd, whose loss
+                               before the cooldown does not rank lrs (median or hyperband
+                               with wsd is refused)
   storage              sqlite  sqlite (tuning/optuna.db) | journal (tuning/journal.log) | an RDB URL
   workers              1       worker processes on this machine (CUDA: spread over the visible GPUs)
   models               null    the models to tune, each at its own main budget (a ladder's
@@ -71,7 +74,7 @@ from runners.config import ConfigError, resolve_run
 from runners.data import prepare_on_first_use
 from runners.hydra_app import compose_config
 from runners.suite import expand, optimizer_arms, plan_device, refuse_slow_cpu_start, suite_seeds
-from runners.launch import LaunchFailed
+from runners.launch import LaunchFailed, forwarding_signals
 from runners.run_folder import read_json
 from runners.tune_worker import (
     FINISHED, family_rows, flock, n_trials, range_edge, searched_range, stable_lr_band, storage, summarize,
@@ -109,6 +112,13 @@ def options(suite_cfg: dict) -> dict:
     if opts["sampler"] == "grid" and (opts["search_warmup"] or opts["search_weight_decay"]):
         errors.append("tune.sampler=grid searches the lr alone: use tune.sampler=tpe to search "
                       "warmup or weight decay too")
+    wsd = suite_cfg["budget"]["schedule"] == "wsd"
+    if opts["pruner"] == "auto":
+        opts["pruner"] = "none" if wsd else "median"
+    elif wsd and opts["pruner"] != "none":
+        errors.append(f"tune.pruner={opts['pruner']} with budget.schedule=wsd: a wsd trial's loss before its "
+                      "cooldown does not rank lrs as its final loss does (a higher lr is behind until the decay), "
+                      "so pruning on it drops the lrs that would have won: set tune.pruner=none (or auto)")
     if opts["startup_trials"] is None:
         opts["startup_trials"] = min(10, max(2, opts["trials"] // 4))
     store = opts["storage"]
@@ -273,7 +283,9 @@ def run_workers(plan: dict, n: int) -> list[str]:
         p.stdin.write(json.dumps(plan))
         p.stdin.close()
         procs.append(p)
-    return [f"pid {p.pid} exit code {code}" for p in procs if (code := p.wait())]
+    with forwarding_signals(lambda: (p.pid for p in procs if p.poll() is None)):
+        codes = [p.wait() for p in procs]
+    return [f"pid {p.pid} exit code {code}" for p, code in zip(procs, codes) if code]
 
 
 def _latest(studies: list[dict]) -> list[dict]:

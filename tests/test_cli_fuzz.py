@@ -106,6 +106,7 @@ OVERRIDES = [
     ("tune", "tune.lr_range=[1e-2,1e-3]", "tune.lr_range=[0.01, 0.001]"),
     ("tune", "tune.storage=redis", "tune.storage='redis'"),
     ("tune", "tune.budget_fraction=0", "tune.budget_fraction=0"),
+    ("tune", "tune.pruner=hyperband", "tune.pruner=hyperband with budget.schedule=wsd"),
     ("tune", "-m optimizer.lr=1e-3,1e-2", "tuning searches the lr itself"),
 ]
 

@@ -122,7 +122,7 @@ def test_pruned_trials_stop_early_and_are_recorded_as_pruned(tmp_path, shakespea
     # One worker, a grid whose seed-0 order puts the good lr first: the two poor ones are then
     # worse than the median at their first evaluation past the first quarter, and pruned there.
     tune([*TUNE, f"results_dir={tmp_path}", "tune.trials=3", "tune.sampler=grid",
-          "tune.lr_range=[1e-5,1e-2]", "tune.startup_trials=1"])
+          "tune.lr_range=[1e-5,1e-2]", "tune.startup_trials=1", "budget.schedule=cosine"])
     trials = _study(tmp_path).get_trials()
     assert [t.params["lr"] for t in trials] == [1e-2, 3.16e-4, 1e-5]
     assert trials[0].state == optuna.trial.TrialState.COMPLETE
@@ -184,6 +184,55 @@ def test_a_killed_tuning_job_continues_its_study_when_launched_again(tmp_path, s
     for m in trials_dir.glob("*/metrics.jsonl"):  # resumed runs kept no duplicated rows
         steps = [json.loads(line)["step"] for line in m.read_text().splitlines()]
         assert steps == sorted(set(steps))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_a_stop_signal_to_the_tuning_process_alone_stops_its_workers_and_a_relaunch_resumes(
+        tmp_path, shakespeare_bytes):
+    results = tmp_path / "results"
+    trials_dir = results / "tiny" / "tuning" / "trials"
+    cmd = _cmd(results, "tune.trials=2", "tune.workers=2", "budget.steps=40", "train.ckpt_every=4")
+    job = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while sum(8 <= s < 40 for s in _last_steps(trials_dir).values()) < 2:
+            assert job.poll() is None and time.time() < deadline, "the job ended before it could be stopped"
+            time.sleep(0.1)
+        workers = [int(p) for p in Path(f"/proc/{job.pid}/task/{job.pid}/children").read_text().split()]
+        os.kill(job.pid, signal.SIGTERM)  # the tuning process alone, as `kill PID` sends it
+        out, _ = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    assert len(workers) == 2 and not any(_alive(pid) for pid in workers), out  # none runs on, orphaned
+    assert job.returncode != 0 and out.count("interrupted (") == 2 and "run again to resume" in out, out
+    stopped = {p.name: s for p, s in ((m.parent, json.loads(m.parent.joinpath("run.json").read_text()))
+                                      for m in trials_dir.glob("*/metrics.jsonl"))}
+    assert len(stopped) == 2 and all(s["status"] == "interrupted" for s in stopped.values())
+
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in trials_dir.iterdir()) == sorted(stopped)  # the same two trials, resumed
+    for name, before in stopped.items():
+        after = _run_info(results, name)
+        assert after["step"] == 40 and after["env"]["started_at"] == before["env"]["started_at"]
+
+
+def test_the_pruner_is_off_under_wsd_and_one_named_beside_it_is_refused():
+    assert options(compose_config(TUNE))["pruner"] == "none"  # the tiny suite's schedule is wsd
+    assert options(compose_config([*TUNE, "budget.schedule=cosine"]))["pruner"] == "median"
+    assert options(compose_config([*TUNE, "budget.schedule=cosine", "tune.pruner=hyperband"]))["pruner"] == "hyperband"
+    with pytest.raises(ConfigError, match=r"tune.pruner=median with budget.schedule=wsd: .* set tune.pruner=none"):
+        options(compose_config([*TUNE, "tune.pruner=median"]))
 
 
 def test_options_are_checked_and_every_problem_reported_at_once():

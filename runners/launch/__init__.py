@@ -9,6 +9,10 @@ local and torchrun launchers run them all, then `settle` names the failed ones i
 from __future__ import annotations
 
 import importlib
+import os
+import signal
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 
 LAUNCHERS = ("local", "torchrun", "slurm")
 
@@ -22,6 +26,28 @@ def launch(runs: list[dict], launcher_cfg: dict) -> None:
     if name not in LAUNCHERS:
         raise ValueError(f"launcher.name={name!r}: choose one of {', '.join(LAUNCHERS)}")
     importlib.import_module(f"runners.launch.{name}").launch(runs, launcher_cfg)
+
+
+@contextmanager
+def forwarding_signals(children: Callable[[], Iterable[int]]):
+    """A stop signal sent to this process alone (kill PID) reaches `children()` (their pids at
+    the moment it arrives) too, so that their runs checkpoint and stop as this process's own run
+    would, instead of running on without it."""
+    from runners.train import INTERRUPT_SIGNALS
+
+    def forward(signum, _frame):
+        for pid in children():
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:  # it ended between the listing and the signal
+                pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in INTERRUPT_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def for_the_user(error: BaseException) -> bool:

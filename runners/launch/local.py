@@ -13,10 +13,9 @@ import signal
 import sys
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 
 from runners.config import run_id
-from runners.launch import describe, for_the_user, settle
+from runners.launch import describe, for_the_user, forwarding_signals, settle
 from runners.train import INTERRUPT_SIGNALS, Interrupted, run
 
 
@@ -33,7 +32,7 @@ def launch(runs: list[dict], launcher_cfg: dict) -> None:
     interrupted = None
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_one_worker, initargs=(threads,)) as pool, \
-            _forwarding_signals():
+            forwarding_signals(lambda: (c.pid for c in multiprocessing.active_children())):
         pending = {pool.submit(_pool_run, cfg): cfg for cfg in runs}
         print(f"{len(runs)} runs on {workers} worker processes of {threads} thread(s)", flush=True)
         for i, done in enumerate(as_completed(pending), 1):
@@ -52,22 +51,6 @@ def launch(runs: list[dict], launcher_cfg: dict) -> None:
     if interrupted:
         raise interrupted
     settle(ended)
-
-
-@contextmanager
-def _forwarding_signals():
-    """A stop signal sent to this process alone (kill PID) reaches the workers too, so that
-    their runs checkpoint and stop as this process's own run would."""
-    def forward(signum, _frame):
-        for child in multiprocessing.active_children():
-            os.kill(child.pid, signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in INTERRUPT_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 _stopped = None  # in a worker: the Interrupted after which it starts no other run
