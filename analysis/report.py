@@ -361,10 +361,11 @@ def _law_text(law: speedup.Law) -> str:
     if law.fit is not None:
         a, b, cc = law.fit
         return (f"the fit L(D) = {a:.4g}·D^-{b:.3g} + {cc:.4g} (least squares on the seed means of "
-                f"{len(law.tokens)} budgets)")
+                f"{len(law.tokens)} budgets" + (f"; kept as asked, though {law.misfit}" if law.misfit else "") + ")")
     curve = "monotone cubic (PCHIP)" if len(law.tokens) > 2 else "line"  # PCHIP of two points is their chord
-    return (f"the {curve} through the seed means of its {len(law.tokens)} budgets, in log tokens "
-            f"(a fit a·D^-b + c needs {speedup.MIN_FIT})")
+    why = (f"the fit a·D^-b + c was set aside: {law.misfit}" if law.misfit
+           else f"a fit a·D^-b + c needs {speedup.MIN_FIT}")
+    return f"the {curve} through the seed means of its {len(law.tokens)} budgets, in log tokens ({why})"
 
 
 def speedup_notes(c: Comparison) -> list[str]:

@@ -155,6 +155,7 @@ class Trend:
     rungs: int
     sizes: int
     largest: float  # the largest rung's parameters
+    most_tokens: float  # the largest rung's tokens
     coef_draws: np.ndarray = field(repr=False)  # (draws, p)
     tau_draws: np.ndarray = field(repr=False)  # (draws,)
     noise: np.ndarray = field(repr=False)  # (draws,) a new rung's standard normal departure
@@ -170,6 +171,12 @@ class Trend:
     def exponents(self) -> tuple[float, float | None]:
         """(in N, in D): speedup ∝ N^β1 · D^β2 (β2 None for a fit in log N alone)."""
         return float(self.coef[1]), float(self.coef[2]) if self.form == FULL else None
+
+    def exponent_intervals(self, level: float = LEVEL) -> tuple[tuple[float, float], tuple[float, float] | None]:
+        """The exponents' bootstrap percentile intervals (in N, in D; None for a fit in log N alone)."""
+        tail = (1 - level) / 2
+        lo, hi = np.quantile(self.coef_draws[:, 1:], [tail, 1 - tail], axis=0)
+        return (float(lo[0]), float(hi[0])), ((float(lo[1]), float(hi[1])) if self.form == FULL else None)
 
     def predict(self, params, tokens, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(speedup, lo, hi) at each (params, tokens): the fit, and the prediction interval of a new
@@ -221,7 +228,7 @@ def fit_trend(arm: str, params, tokens, value, se, *, draws: int = DRAWS, seed: 
     if not ok.any():
         return "every bootstrap draw of the rungs left a coefficient undetermined"
     coef_draws, tau_draws = _wls(xs[ok], ys[ok], se[idx][ok] ** 2)
-    return Trend(arm, form, why, coef, math.sqrt(tau2), ref, len(y), sizes, float(params.max()), coef_draws,
+    return Trend(arm, form, why, coef, math.sqrt(tau2), ref, len(y), sizes, float(params.max()), float(tokens.max()), coef_draws,
                  tau_draws, rng.standard_normal(int(ok.sum())), int((~ok).sum()))
 
 
@@ -350,7 +357,8 @@ def _verdict(arm: str, base: str, t: Trend, target: Target, p: dict) -> str:
            else f"(optimizer memory not planned: {p['memory_note'] or 'no state to compare'})")
     return (f"{where} {arm} is predicted at {p['value']:.2f}× [{p['lo']:.2f}, {p['hi']:.2f}] {base}'s data "
             f"efficiency {mem}; the trend ({t.form}) rests on {t.sizes} sizes up to {human(t.largest)} "
-            f"parameters, an extrapolation of {p['factor']:.3g}×")
+            f"parameters, an extrapolation of {p['factor']:.3g}× in parameters"
+            + (f" and {target.tokens / t.most_tokens:.3g}× in tokens" if t.form == FULL else ""))
 
 
 def _predict(cs, scale_rungs, arm: str, base: str, t: Trend, target: Target, limit: float | None) -> Prediction:
@@ -399,7 +407,9 @@ def trend_text(t: Trend | str, base: str) -> str:
     bn, bd = t.exponents
     law = f"speedup ≈ {math.exp(t.coef[0]):.3f} × (N / {human(t.ref[0])})^{bn:+.3f}" + (
         f" × (D / {human(t.ref[1])})^{bd:+.3f}" if bd is not None else "")
-    return (f"{t.arm} against {base}: {law}, weighted least squares in {t.form} over {t.rungs} rungs of "
+    n_ci, d_ci = t.exponent_intervals()
+    cis = f"the exponent in N {_exponent(bn, n_ci)}" + (f", in D {_exponent(bd, d_ci)}" if d_ci else "")
+    return (f"{t.arm} against {base}: {law} ({cis}), weighted least squares in {t.form} over {t.rungs} rungs of "
             f"{t.sizes} sizes ({t.why}); scatter beyond the seeds τ = {t.tau:.3f} in log speedup; "
             f"{len(t.tau_draws)} bootstrap draws" + (f" ({t.dropped} dropped: their rungs left a coefficient "
                                                       "undetermined)" if t.dropped else ""))
@@ -418,6 +428,11 @@ def verdicts(s: Scaling) -> list[str]:
 
 
 # ---------------------------------------------------------------- tables and notes for the report
+
+def _exponent(value: float, ci: tuple[float, float]) -> str:
+    """'+0.008 [-0.050, +0.066]' (the bootstrap's 95% interval)."""
+    return f"{value:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
 
 def _interval(value: float, lo: float, hi: float) -> str:
     """'1.100× [1.050, 1.160]'; an end unbounded (a bound, a failed seed) as ∞; '—' without a value."""
@@ -442,12 +457,12 @@ def trend_table(s: Scaling) -> pd.DataFrame:
         p = s.predictions.get(arm)
         at = "—" if p is None else ("refused" if p.refused else _interval(p.value, p.lo, p.hi))
         if isinstance(t, str):
-            rows.append({"arm": arm, "form": "—", "exponent in N": "—", "exponent in D": "—", "τ": "—",
+            rows.append({"arm": arm, "form": "—", "exponent in N [95% CI]": "—", "exponent in D [95% CI]": "—", "τ": "—",
                          "rungs / sizes": "—", "at the target [95% PI]": at, "note": t})
             continue
-        bn, bd = t.exponents
-        rows.append({"arm": arm, "form": t.form, "exponent in N": f"{bn:+.3f}",
-                     "exponent in D": "—" if bd is None else f"{bd:+.3f}", "τ": f"{t.tau:.3f}",
+        (bn, bd), (n_ci, d_ci) = t.exponents, t.exponent_intervals()
+        rows.append({"arm": arm, "form": t.form, "exponent in N [95% CI]": _exponent(bn, n_ci),
+                     "exponent in D [95% CI]": "—" if bd is None else _exponent(bd, d_ci), "τ": f"{t.tau:.3f}",
                      "rungs / sizes": f"{t.rungs} / {t.sizes}", "at the target [95% PI]": at, "note": t.why})
     return pd.DataFrame(rows)
 

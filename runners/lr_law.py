@@ -22,8 +22,8 @@ import numpy as np
 
 FILE = "lr_law.json"  # results/<suite>/lr_law.json: the fits and the lrs they gave (runners.suite.declare)
 # ln D within this of an affine function of ln N counts as one: a ladder's budgets, rounded to whole
-# steps, sit off tokens_per_param x N by under a step (0.7% for 2 tokens per parameter of 37,760
-# parameters in steps of 1,024 tokens), and a full fit through such points has wild exponents.
+# steps, sit off tokens_per_param x N by under a step (1.9% for 0.5 tokens per parameter of 25,056
+# parameters in steps of 512 tokens), and a full fit through such points has wild exponents.
 AFFINE_TOLERANCE = 0.05
 
 

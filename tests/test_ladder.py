@@ -18,7 +18,7 @@ from runners.schedule import cooldown_start
 from runners.suite import resolve_all, rungs, run_suite
 
 MODELS = ["nano_xxs", "nano_xs", "nano_s"]
-# 4 x 32 = 128 tokens a step: nano_xxs's 37,760 parameters at 0.1 tokens each are 29 steps
+# 4 x 32 = 128 tokens a step: nano_xxs's 25,056 parameters at 0.1 tokens each are 20 steps
 TPP = (0.05, 0.1)
 LADDER = [f"models=[{','.join(MODELS)}]", "model=nano_xxs", f"tokens_per_param=[{TPP[0]},{TPP[1]}]",
           "budget.tokens=null", "budget.steps=null", "budget.schedule=wsd", "budget.seq_len=32",
@@ -54,16 +54,16 @@ def test_a_ladder_is_one_main_run_per_model_and_optimizer_and_branches_at_the_sm
         "tokens_per_param and branches=[0.5]: a ladder makes its own branches",
         "tokens_per_param and budget.steps=100: a ladder's budgets are tokens_per_param x each model's parameters: "
         "set budget.steps=null"]),
-    (["tokens_per_param=[0.2,0.201]"], ["tokens_per_param: 0.2 and 0.201 are both 59 steps for nano_xxs"]),
+    (["tokens_per_param=[0.2,0.201]"], ["tokens_per_param: 0.2 and 0.201 are both 39 steps for nano_xxs"]),
     (["tokens_per_param=[0.02,0.2]", "budget.warmup=10"], [
-        "tokens_per_param=0.02: 6 steps for nano_xxs, whose cooldown would start at step 5, inside the main run's "
+        "tokens_per_param=0.02: 4 steps for nano_xxs, whose cooldown would start at step 3, inside the main run's "
         "warmup"]),
     (["tokens_per_param=[0,1]", "target={params: 1e9, model: gpt2_xl, tokens: 1e10, device: h100}",
       "extrapolation_limit=0.5"], ["tokens_per_param=[0, 1]: give distinct positive numbers", "give one of params",
                                    "extrapolation_limit=0.5: give a factor >= 1"]),
     (["tune.models=[nano_m]", "tokens_per_param=[0.001,0.2]"], [
         "tune.models: nano_m is not among the suite's models",
-        "tokens_per_param=0.001: nano_xxs's 37,760 parameters x 0.001 = 38 tokens, under one step of 4 x 32 tokens"]),
+        "tokens_per_param=0.001: nano_xxs's 25,056 parameters x 0.001 = 25 tokens, under one step of 4 x 32 tokens"]),
 ])
 def test_what_a_ladder_cannot_do_is_refused_naming_the_key_and_the_fix(overrides, needles, tmp_path):
     with pytest.raises(ConfigError) as e:
