@@ -51,8 +51,11 @@ status: install
 tune: install
 	$(PY) -m runners.tune $(OVERRIDES) $(if $(trials),tune.trials=$(trials))
 
+# Two pytest workers for the tests that need nothing shared, then the ones that apt-get install
+# (one dpkg lock) or start the SLURM test cluster (fixed ports) in one process after them.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 -m "not slurm and not browser"
+	$(PY) -m pytest -q -m "slurm or browser"
 
 bench: install
 	$(PY) -m bench
