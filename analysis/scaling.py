@@ -228,8 +228,8 @@ def fit_trend(arm: str, params, tokens, value, se, *, draws: int = DRAWS, seed: 
     if not ok.any():
         return "every bootstrap draw of the rungs left a coefficient undetermined"
     coef_draws, tau_draws = _wls(xs[ok], ys[ok], se[idx][ok] ** 2)
-    return Trend(arm, form, why, coef, math.sqrt(tau2), ref, len(y), sizes, float(params.max()), float(tokens.max()), coef_draws,
-                 tau_draws, rng.standard_normal(int(ok.sum())), int((~ok).sum()))
+    return Trend(arm, form, why, coef, math.sqrt(tau2), ref, len(y), sizes, float(params.max()),
+                 float(tokens.max()), coef_draws, tau_draws, rng.standard_normal(int(ok.sum())), int((~ok).sum()))
 
 
 # ---------------------------------------------------------------- the target
@@ -457,8 +457,8 @@ def trend_table(s: Scaling) -> pd.DataFrame:
         p = s.predictions.get(arm)
         at = "—" if p is None else ("refused" if p.refused else _interval(p.value, p.lo, p.hi))
         if isinstance(t, str):
-            rows.append({"arm": arm, "form": "—", "exponent in N [95% CI]": "—", "exponent in D [95% CI]": "—", "τ": "—",
-                         "rungs / sizes": "—", "at the target [95% PI]": at, "note": t})
+            rows.append({"arm": arm, "form": "—", "exponent in N [95% CI]": "—", "exponent in D [95% CI]": "—",
+                         "τ": "—", "rungs / sizes": "—", "at the target [95% PI]": at, "note": t})
             continue
         (bn, bd), (n_ci, d_ci) = t.exponents, t.exponent_intervals()
         rows.append({"arm": arm, "form": t.form, "exponent in N [95% CI]": _exponent(bn, n_ci),

@@ -6,15 +6,17 @@ or cooldown branches, one point per (budget, seed). The speedup of an arm at bud
 D* the baseline needs to reach the arm's seed-mean final loss at B, divided by B.
 
 - The law: with MIN_FIT budgets or more, L(D) = a·D^-b + c, least squares on the seed means (b
-  profiled on a grid and refined, a >= 0); with fewer, an interpolation in log D through the seed
-  means. A fit that does not describe the means is set aside for the interpolation, and the law
-  says why: a floor c below 0 (no cross-entropy reaches it), or residuals beyond the means' noise
-  (the mean of (residual / standard error)² over the K - 3 residual degrees of freedom against
-  F(K - 3, n - 1), n the fewest seeds of a budget, at 1 - LEVEL: the standard errors are estimated
-  from n seeds. Conservative: seeds shared across budgets make the standard errors overstate the
-  noise of a residual, and the fewest seeds' F has the heaviest tail; tests/test_speedup.py
-  measures its rate of setting aside a true law.) Small models early in training have such curves: the loss
-  of a 264k-parameter byte model falls faster with each doubling of its budget, not slower. The interpolation is the monotone cubic (PCHIP), not the straight chord: a loss law is
+  profiled on a grid, then found by golden-section search; a >= 0); with fewer, an interpolation
+  in log D through the seed means. A fit that does not describe the means is set aside for the
+  interpolation, and the law says why: a floor c below 0 (no cross-entropy reaches it), or
+  residuals beyond the means' noise (the mean of (residual / standard error)² over the K - 3
+  residual degrees of freedom against F(K - 3, n - 1), n the fewest seeds of a budget, at
+  1 - LEVEL, the standard errors being estimated from n seeds). It is conservative: seeds shared
+  across budgets make the standard errors overstate the noise of a residual, and the fewest
+  seeds' F has the heaviest tail (tests/test_speedup.py measures how often a true law is set
+  aside). Small models early in training have such curves: the loss of a 264k-parameter byte
+  model falls faster with each doubling of its budget, not slower. The interpolation is the
+  monotone cubic (PCHIP), not the straight chord: a loss law is
   convex in log D, and the chord overstates D* between budgets (by 1.8% halfway between budgets 2x
   apart and 5-7% at 4x, for b = 0.3), more than a few seeds' interval; the cubic's error there is
   0.1% and under 1%. Either way the seed means must decrease with D, or no speedup is read off it.
@@ -238,13 +240,13 @@ def _misfit(tokens: np.ndarray, mean: np.ndarray, sd: np.ndarray, n: np.ndarray,
     se = sd / np.sqrt(n)
     if not np.all(np.isfinite(se) & (se > 0)):  # one seed somewhere: no noise to hold it against
         return None
-    chi2 = float((((mean - (a * tokens ** -b + c)) / se) ** 2).sum())
+    squares = float((((mean - (a * tokens ** -b + c)) / se) ** 2).sum())
     dof, seeds_dof = len(tokens) - 3, int(n.min()) - 1
-    p = float(sps.f.sf(chi2 / dof, dof, seeds_dof))
+    p = float(sps.f.sf(squares / dof, dof, seeds_dof))
     if p >= 1 - LEVEL:
         return None
     return (f"its residuals are beyond the seed means' noise (the mean squared residual over its standard error, "
-            f"{chi2 / dof:.3g}, against F({dof}, {seeds_dof}): p = {p:.2g})")
+            f"{squares / dof:.3g}, against F({dof}, {seeds_dof}): p = {p:.2g})")
 
 
 def _law(table: _Table, kind: str) -> Law:
