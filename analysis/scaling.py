@@ -357,8 +357,13 @@ def _verdict(arm: str, base: str, t: Trend, target: Target, p: dict) -> str:
            else f"(optimizer memory not planned: {p['memory_note'] or 'no state to compare'})")
     return (f"{where} {arm} is predicted at {p['value']:.2f}× [{p['lo']:.2f}, {p['hi']:.2f}] {base}'s data "
             f"efficiency {mem}; the trend ({t.form}) rests on {t.sizes} sizes up to {human(t.largest)} "
-            f"parameters, an extrapolation of {p['factor']:.3g}× in parameters"
-            + (f" and {target.tokens / t.most_tokens:.3g}× in tokens" if t.form == FULL else ""))
+            f"parameters, an extrapolation of {_times(p['factor'])} in parameters"
+            + (f" and {_times(target.tokens / t.most_tokens)} in tokens" if t.form == FULL else ""))
+
+
+def _times(factor: float) -> str:
+    """'471×', '2,363×', '1.5×'."""
+    return f"{factor:,.0f}×" if factor >= 100 else f"{factor:.3g}×"
 
 
 def _predict(cs, scale_rungs, arm: str, base: str, t: Trend, target: Target, limit: float | None) -> Prediction:

@@ -139,7 +139,7 @@ def test_a_ladder_of_runs_gives_back_its_planted_data_efficiency(ladder_cs):
     params = scaling.target_of(declared).params  # gpt2_medium as the preset counts it
     assert p.refused is None and p.factor == pytest.approx(params / MODELS["gpt2_medium"])
     print("\n" + p.verdict)
-    assert f"an extrapolation of {p.factor:.3g}× in parameters and {3e9 / r.tokens.max():.3g}× in tokens" in p.verdict
+    assert f"an extrapolation of {p.factor:,.0f}× in parameters and {3e9 / r.tokens.max():,.0f}× in tokens" in p.verdict
     assert p.lo < p.value < p.hi and p.value == pytest.approx(K0 * (params / MODELS["nano"]) ** GAMMA, rel=0.05)
     # The planner's optimizer state at the target: Adam-mini keeps about half of AdamW's.
     assert 0.45 < p.state[0] / p.state[1] < 0.55 and p.peak[0] < p.peak[1]
