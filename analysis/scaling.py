@@ -266,7 +266,6 @@ def target_of(declared: dict) -> Target | None:
     return Target(params, float(tokens), model, device, ws)
 
 
-@lru_cache(maxsize=None)
 def preset_params(model: str) -> float:
     """A preset's parameter count, as GPT.num_params() counts it (a meta-device model: no memory)."""
     from runners.plan import meta_model
