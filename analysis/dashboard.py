@@ -41,7 +41,7 @@ def _suite(folder: Path) -> tuple[str, str]:
     s = report.ladder(cs)
     if s is not None:
         parts += ["<h3>Across the ladder</h3>", _items(scaling.verdicts(s))]
-        parts += [report._html_figure(f) for f in plots.scaling_figures(cs, s)]
+        parts += [report.html_figure(f) for f in plots.scaling_figures(cs, s)]
     for i, c in enumerate(cs):  # the largest budget open, the others folded
         parts.append(f"<details{' open' if i == len(cs) - 1 else ''}><summary>At {c.tokens:,} tokens</summary>"
                      f"{_items(report.headline(c))}</details>")

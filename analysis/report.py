@@ -579,7 +579,7 @@ def _html_table(caption: str, df: pd.DataFrame) -> str:
     return f"<h3>{html.escape(caption)}</h3>" + df.to_html(index=False, classes="tbl", border=0, escape=True)
 
 
-def _html_figure(fig) -> str:
+def html_figure(fig) -> str:
     return '<div class="fig">' + fig.to_html(full_html=False, include_plotlyjs=False,
                                               config={"displaylogo": False, "responsive": True}) + "</div>"
 
@@ -593,7 +593,7 @@ def _html_budget(c: Comparison) -> dict[str, list[str]]:
     body["summary"] += [f'<p class="read">{html.escape(how_to_read(c))}</p>', '<ul class="notes">']
     body["summary"] += [f"<li>{html.escape(n)}</li>" for n in method_notes(c)] + ["</ul>"]
     for sid, fs in plots.figures(c).items():
-        body[sid] += [_html_figure(f) for f in fs]
+        body[sid] += [html_figure(f) for f in fs]
     if c.problems.empty:
         body["divergences"] = ['<p class="empty">Every run completed.</p>']
     return body
@@ -608,14 +608,14 @@ def render_html(cs: list[Comparison]) -> str:
             body[sid] += ([f'<h3 class="budget">{_budget_title(c)}</h3>'] if many else []) + parts
     for sid, items in _folder_tables(cs).items():
         body[sid] += [_html_table(cap, df) for cap, df in items]
-    body["budgets"] += [_html_figure(f) for f in plots.budget_figures(cs)]
+    body["budgets"] += [html_figure(f) for f in plots.budget_figures(cs)]
     s = ladder(cs)
     if s is not None:
         body["scaling"] += (['<ul class="headline">'] + [f"<li>{html.escape(n)}</li>" for n in scaling.notes(s)]
                             + ["</ul>"] + [_html_table(cap, df) for cap, df in scaling.tables(s)]
-                            + [_html_figure(f) for f in plots.scaling_figures(cs, s)])
+                            + [html_figure(f) for f in plots.scaling_figures(cs, s)])
     if cs[0].tuning is not None:
-        body["tuning"] += [_html_figure(f) for f in plots.tuning_figures(cs[0])]
+        body["tuning"] += [html_figure(f) for f in plots.tuning_figures(cs[0])]
     for sid in FOLDER_SECTIONS:
         note = _empty_note(sid, cs)
         body[sid] += [f'<p class="empty">{html.escape(note)}</p>'] if note else []
